@@ -1,0 +1,261 @@
+"""AMI connection with reconnect, action timeouts and a dead-connection watchdog.
+
+panoramisk 1.4 parses the AMI wire format well (``AMIProtocol``, ``Message``)
+but its ``Manager`` has no action timeout, no dead-connection detection and
+replays queued actions after a reconnect. So this module keeps panoramisk's
+protocol and owns the connection life cycle itself:
+
+- connect and log in within ``connect_timeout``; on failure retry with
+  exponential back-off between ``reconnect_min`` and ``reconnect_max``;
+- every action has a timeout; pending actions fail at once when the
+  connection drops and are never replayed (a stale Redirect after a reconnect
+  could move the wrong caller);
+- a Ping every ``ping_interval``: no answer within ``ping_timeout`` and the
+  connection is torn down and rebuilt (a half-open TCP connection otherwise
+  looks healthy forever);
+- every AMI event is turned into a typed event (telephony.events) before it
+  leaves this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from panoramisk import actions as pm_actions
+from panoramisk.ami_protocol import AMIProtocol
+from panoramisk.message import Message
+
+from telephony import events
+from verbund112.settings import AmiSettings
+
+log = logging.getLogger(__name__)
+
+EventHandler = Callable[[events.SiteEvent], None]
+ConnectedHook = Callable[["AmiClient"], Awaitable[None]]
+
+
+class AmiError(Exception):
+    """An AMI action failed."""
+
+
+class AmiNotConnected(AmiError):
+    pass
+
+
+class AmiTimeout(AmiError):
+    pass
+
+
+class AmiConnectionLost(AmiError):
+    pass
+
+
+class _ProtocolOwner:
+    """What panoramisk's AMIProtocol expects as its ``factory``."""
+
+    forgetable_actions = ("ping", "login")
+
+    def __init__(self, client: AmiClient) -> None:
+        self._client: AmiClient | None = client
+        # AMIProtocol parks unanswered actions here on close to replay them
+        # later. We never replay; the client fails them instead.
+        self.awaiting_actions: deque[Any] = deque()
+
+    def detach(self) -> None:
+        """No more callbacks from a connection the client gave up."""
+        self._client = None
+
+    def dispatch(self, message: Message) -> None:
+        if self._client is not None:
+            self._client._on_message(message)
+
+    def connection_lost(self, exc: object) -> None:
+        self.awaiting_actions.clear()
+        if self._client is not None:
+            self._client._on_connection_lost(exc)
+
+
+class AmiClient:
+    def __init__(
+        self,
+        settings: AmiSettings,
+        site: str,
+        on_event: EventHandler,
+        on_connected: ConnectedHook | None = None,
+    ) -> None:
+        self.settings = settings
+        self.site = site
+        self._on_event = on_event
+        self._on_connected = on_connected
+        self._protocol: AMIProtocol | None = None
+        self._owner: _ProtocolOwner | None = None
+        self._lost: asyncio.Event = asyncio.Event()
+        self._pending: set[asyncio.Future[Any]] = set()
+        self.connected = asyncio.Event()
+        self.disconnected = asyncio.Event()
+        self.disconnected.set()
+        self.connections = 0  # successful logins so far (reconnects = connections - 1)
+        self.events_received = 0
+        self.bad_events = 0
+
+    # -- public ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Keep a logged-in connection until cancelled."""
+        delay = self.settings.reconnect_min
+        try:
+            while True:
+                try:
+                    await self._connect_and_login()
+                except (OSError, TimeoutError, AmiError) as exc:
+                    log.warning("AMI %s:%s: cannot connect: %s; retry in %.1f s",
+                                self.settings.host, self.settings.port, exc or type(exc).__name__, delay)  # fmt: skip
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self.settings.reconnect_max)
+                    continue
+                delay = self.settings.reconnect_min
+                await self._serve_connection()
+                log.warning("AMI connection to %s lost; reconnecting", self.site)
+        finally:
+            self._close("service stopping")
+
+    async def action(self, fields: dict[str, str], timeout: float | None = None) -> Message | list[Message]:
+        """Send one action and wait for its complete answer (a list for event lists)."""
+        protocol = self._protocol
+        if protocol is None or not self.connected.is_set():
+            raise AmiNotConnected(f"AMI of {self.site} is not connected")
+        action = pm_actions.Action(dict(fields))
+        future: asyncio.Future[Any] = protocol.send(action)
+        self._pending.add(future)
+        try:
+            async with asyncio.timeout(timeout or self.settings.action_timeout):
+                response = await future
+        except TimeoutError as exc:
+            protocol.responses.pop(action.id, None)
+            raise AmiTimeout(f"no answer to {fields.get('Action')} within the timeout") from exc
+        finally:
+            self._pending.discard(future)
+        first = response[0] if isinstance(response, list) else response
+        if first.get("Response") == "Error":
+            raise AmiError(f"{fields.get('Action')}: {first.get('Message', 'error')}")
+        return response  # type: ignore[no-any-return]
+
+    async def queue_status(self, queue: str) -> list[events.DispatcherStateChanged]:
+        """The current state of every member of a queue."""
+        answer = await self.action({"Action": "QueueStatus", "Queue": queue})
+        members = []
+        for message in answer if isinstance(answer, list) else [answer]:
+            event = events.parse(message, self.site)
+            if isinstance(event, events.DispatcherStateChanged):
+                members.append(event)
+        return members
+
+    # -- connection life cycle ------------------------------------------------
+
+    async def _connect_and_login(self) -> None:
+        loop = asyncio.get_running_loop()
+        owner = _ProtocolOwner(self)
+        self._lost = asyncio.Event()
+        try:
+            async with asyncio.timeout(self.settings.connect_timeout):
+                _transport, protocol = await loop.create_connection(AMIProtocol, self.settings.host, self.settings.port)
+                protocol.factory = owner
+                self._owner = owner
+                protocol.encoding = "utf8"
+                protocol.log = log
+                self._protocol = protocol
+                login = protocol.send(
+                    pm_actions.Action(
+                        {
+                            "Action": "Login",
+                            "Username": self.settings.username,
+                            "Secret": self.settings.secret.get_secret_value(),
+                            "Events": "on",
+                        }
+                    )
+                )
+                self._pending.add(login)
+                try:
+                    response = await login
+                finally:
+                    self._pending.discard(login)
+        except BaseException:
+            self._close("connect or login failed")
+            raise
+        if not response.success:
+            self._close("login refused")
+            raise AmiError(f"login refused: {response.get('Message', '')}")
+        self.connections += 1
+        self.disconnected.clear()
+        self.connected.set()
+        log.info("AMI connected to %s (%s:%s)", self.site, self.settings.host, self.settings.port)
+        if self._on_connected is not None:
+            try:
+                await self._on_connected(self)
+            except AmiError as exc:
+                log.warning("AMI on-connect step failed: %s", exc)
+
+    async def _serve_connection(self) -> None:
+        """Ping until the connection is lost or stops answering."""
+        while not self._lost.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.ping_interval):
+                    await self._lost.wait()
+            if self._lost.is_set():
+                break
+            try:
+                await self.action({"Action": "Ping"}, timeout=self.settings.ping_timeout)
+            except AmiError as exc:
+                log.warning("AMI watchdog: %s; dropping the connection", exc)
+                break
+        self._close("connection lost or dead")
+
+    def _close(self, reason: str) -> None:
+        self.connected.clear()
+        self.disconnected.set()
+        protocol, self._protocol = self._protocol, None
+        owner, self._owner = self._owner, None
+        if owner is not None:
+            owner.detach()
+        if protocol is not None:
+            with contextlib.suppress(Exception):
+                protocol.transport.close()
+        self._fail_pending(AmiConnectionLost(reason))
+        self._lost.set()
+
+    def _fail_pending(self, exc: AmiError) -> None:
+        for future in list(self._pending):
+            if not future.done():
+                future.set_exception(exc)
+                # Mark retrieved: nobody may be awaiting it any more.
+                future.exception()
+        self._pending.clear()
+
+    # -- callbacks from AMIProtocol ------------------------------------------
+
+    def _on_connection_lost(self, exc: object) -> None:
+        if self._protocol is not None:
+            self.connected.clear()
+            self.disconnected.set()
+            self._fail_pending(AmiConnectionLost(str(exc) or "connection lost"))
+            self._lost.set()
+
+    def _on_message(self, message: Message) -> None:
+        self.events_received += 1
+        try:
+            event = events.parse(message, self.site)
+        except Exception:  # a malformed event must never stop the reader
+            self.bad_events += 1
+            log.warning("AMI event %r could not be read", message.get("Event"), exc_info=True)
+            return
+        if event is None:
+            return
+        try:
+            self._on_event(event)
+        except Exception:
+            log.exception("handler failed for %s", type(event).__name__)

@@ -1,0 +1,3 @@
+from verbund112.cli import main
+
+main()

@@ -1,0 +1,168 @@
+"""The Asterisk configuration of a Verbund site, rendered from one set of templates.
+
+Both sites use the same templates (``asterisk-config/templates``); only the
+site values differ (``asterisk-config/sites/<site>.yaml``). The lab renders the
+same files with its own ports and paths, so what is tested is what runs in
+production. Secrets never live in the site files: they come from the
+environment or a secrets file outside the repository.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets as secrets_module
+from pathlib import Path
+from typing import Annotated
+
+import jinja2
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+CONFIG_ROOT = Path(__file__).resolve().parent.parent / "asterisk-config"
+TEMPLATE_DIR = CONFIG_ROOT / "templates"
+SITES_DIR = CONFIG_ROOT / "sites"
+
+SeatId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
+SiteName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,15}$")]
+
+
+class AsteriskPaths(BaseModel):
+    """Where one Asterisk instance keeps its files (as seen from inside its root)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    etc: str = "/etc/asterisk"
+    modules: str = "/usr/lib/x86_64-linux-gnu/asterisk/modules"
+    lib: str = "/var/lib/asterisk"
+    data: str = "/usr/share/asterisk"
+    spool: str = "/var/spool/asterisk"
+    run: str = "/var/run/asterisk"
+    log: str = "/var/log/asterisk"
+    cache: str = "/var/cache/asterisk"
+
+
+class SiteValues(BaseModel):
+    """Everything that differs between the Jena and the Gera Asterisk."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: SiteName
+    partner: SiteName
+    queue: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
+    dispatchers: list[SeatId] = Field(min_length=1)
+    carrier_match: list[str] = Field(min_length=1)
+    partner_host: str
+    partner_sip_port: int = 5060
+    partner_exten: str = "112-overflow"
+    partner_qualify_s: int = Field(default=2, ge=1)
+    sip_bind_address: str = "0.0.0.0"
+    sip_port: int = 5060
+    rtp_port_start: int = 10000
+    rtp_port_end: int = 20000
+    ami_bind_address: str = "127.0.0.1"
+    ami_port: int = 5038
+    ami_username: str = "verbund112"
+    ami_permit: list[str] = ["127.0.0.1/255.255.255.255"]
+    fastagi_url: str = "agi://127.0.0.1:4573"
+    # one desk at a time, the one idle longest: what a Leitstelle ACD does
+    queue_strategy: str = "leastrecent"
+    # Seconds. agi_deadline_s bounds the whole FastAGI exchange (TIMEOUT(absolute)).
+    agi_deadline_s: int = Field(default=2, ge=1, le=10)
+    member_ring_s: int = Field(default=15, ge=1)
+    local_wait_s: int = Field(default=20, ge=1)
+    partner_ring_s: int = Field(default=20, ge=2)
+    partner_queue_wait_s: int = Field(default=18, ge=1)
+    paths: AsteriskPaths = AsteriskPaths()
+
+    @model_validator(mode="after")
+    def _partner_gives_up_first(self) -> SiteValues:
+        # The partner must hand an unanswered call back before our Dial gives up,
+        # or the caller hears a gap while both sides time out.
+        if self.partner_queue_wait_s >= self.partner_ring_s:
+            raise ValueError("partner_queue_wait_s must be shorter than partner_ring_s")
+        if self.partner == self.name:
+            raise ValueError("a site cannot be its own partner")
+        return self
+
+
+class SiteSecrets(BaseModel):
+    """Secrets of one site: filled from the environment or a secrets file."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ami_secret: str = Field(min_length=12)
+    dispatcher_passwords: dict[str, str]
+
+    @classmethod
+    def generate(cls, site: SiteValues) -> SiteSecrets:
+        """Fresh random secrets, as the lab uses them."""
+        return cls(
+            ami_secret=secrets_module.token_urlsafe(24),
+            dispatcher_passwords={seat: secrets_module.token_urlsafe(12) for seat in site.dispatchers},
+        )
+
+    @classmethod
+    def from_file(cls, path: Path) -> SiteSecrets:
+        return cls.model_validate(yaml.safe_load(path.read_text()))
+
+    @classmethod
+    def from_environment(cls, site: SiteValues, environ: dict[str, str] | None = None) -> SiteSecrets:
+        """VERBUND112_AMI_SECRET and VERBUND112_DISPATCHER_PASSWORD_<SEAT> (seat upper-cased, - as _)."""
+        env = os.environ if environ is None else environ
+        passwords = {}
+        for seat in site.dispatchers:
+            key = "VERBUND112_DISPATCHER_PASSWORD_" + seat.upper().replace("-", "_")
+            if key not in env:
+                raise ValueError(f"{key} is not set")
+            passwords[seat] = env[key]
+        if "VERBUND112_AMI_SECRET" not in env:
+            raise ValueError("VERBUND112_AMI_SECRET is not set")
+        return cls(ami_secret=env["VERBUND112_AMI_SECRET"], dispatcher_passwords=passwords)
+
+    @model_validator(mode="after")
+    def _no_config_injection(self) -> SiteSecrets:
+        for value in [self.ami_secret, *self.dispatcher_passwords.values()]:
+            if any(ch in value for ch in "\r\n;[]") or not value.strip():
+                raise ValueError("secrets may not contain line breaks, ';', '[' or ']'")
+        return self
+
+
+def load_site(name_or_path: str | Path, **overrides: object) -> SiteValues:
+    """Site values from ``asterisk-config/sites/<name>.yaml`` (or a path), with overrides."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = SITES_DIR / f"{name_or_path}.yaml"
+    data = yaml.safe_load(path.read_text()) or {}
+    data.update(overrides)
+    return SiteValues.model_validate(data)
+
+
+def render(site: SiteValues, site_secrets: SiteSecrets) -> dict[str, str]:
+    """All configuration files of one site: file name -> content."""
+    missing = set(site.dispatchers) - set(site_secrets.dispatcher_passwords)
+    if missing:
+        raise ValueError(f"no password for dispatcher seat(s): {', '.join(sorted(missing))}")
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,  # Asterisk config files, not HTML
+    )
+    files = {}
+    for template_name in sorted(env.list_templates(filter_func=lambda n: n.endswith(".conf.j2"))):
+        template = env.get_template(template_name)
+        files[template_name.removesuffix(".j2")] = template.render(
+            site=site, paths=site.paths, secrets=site_secrets
+        )
+    return files
+
+
+def write(files: dict[str, str], directory: Path) -> None:
+    """Write rendered files; they hold secrets, so only the owner may read them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        target = directory / name
+        target.write_text(content)
+        target.chmod(0o640)

@@ -1,0 +1,434 @@
+"""The local Verbund: Redis, Asterisk jena and gera, the services, dispatcher desks.
+
+Used by ``verbund112 lab up/down/status/call`` and by the integration tests,
+so the tests run exactly what a newcomer sees. Everything listens on
+127.0.0.1; the telephone network's emergency trunk is simulated by sipp from
+127.0.0.2 (Linux routes all of 127/8 to loopback), which is the address the
+carrier endpoint of each site is matched by.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import secrets
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from verbund112 import asterisk_config
+from verbund112.lab import rootfs
+from verbund112.lab.processes import (
+    LOOPBACK,
+    AsteriskSite,
+    LabError,
+    RedisServer,
+    free_rtp_base,
+    free_tcp_port,
+    free_udp_port,
+    stop_process,
+    tcp_accepts,
+    wait_until,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+SITES = ("jena", "gera")
+CARRIER_ADDRESS = "127.0.0.2"
+SIPP_DIR = Path(__file__).resolve().parent / "sipp"
+
+
+def lab_dir() -> Path:
+    return Path(os.environ.get("VERBUND112_LAB_DIR", REPO / ".lab")).resolve()
+
+
+@dataclass
+class SitePorts:
+    sip: int
+    ami: int
+    fastagi: int
+    web: int
+    rtp: int
+
+
+def _allocate_ports() -> dict[str, SitePorts]:
+    taken: set[int] = set()
+
+    def fresh(picker: Callable[[], int]) -> int:
+        for _ in range(100):
+            port = picker()
+            if port not in taken:
+                taken.add(port)
+                return port
+        raise LabError("no free port")
+
+    return {
+        name: SitePorts(
+            sip=fresh(free_udp_port),
+            ami=fresh(free_tcp_port),
+            fastagi=fresh(free_tcp_port),
+            web=fresh(free_tcp_port),
+            rtp=free_rtp_base(400),
+        )
+        for name in SITES
+    }
+
+
+@dataclass
+class Verbund:
+    """Redis and both Asterisk sites of one lab instance."""
+
+    instance: str
+    root: Path
+    redis: RedisServer
+    sites: dict[str, AsteriskSite]
+    ports: dict[str, SitePorts]
+    web_token: str
+    read_token: str
+
+    def site(self, name: str) -> AsteriskSite:
+        return self.sites[name]
+
+    def service_settings(self, name: str) -> dict[str, Any]:
+        """Settings of the service of one site (secrets included; keep out of files)."""
+        site = self.sites[name]
+        return {
+            "site": name,
+            "partner": site.values.partner,
+            "local_queue": site.values.queue,
+            "ami": {
+                "port": site.values.ami_port,
+                "username": site.values.ami_username,
+                "secret": site.secrets.ami_secret,
+                "ping_interval": 1.0,
+                "ping_timeout": 1.0,
+                "reconnect_max": 1.0,
+            },
+            "fastagi": {"port": self.ports[name].fastagi},
+            "redis": {"url": self.redis.url},
+            "web": {"port": self.ports[name].web, "tokens": {self.web_token: "admin", self.read_token: "read"}},
+        }
+
+    def stop(self) -> None:
+        for site in self.sites.values():
+            site.stop()
+        self.redis.stop()
+        for site in self.sites.values():
+            subprocess.run(["rm", "-rf", "--one-file-system", str(site.host_dir)], check=False)
+        if not rootfs_in_use(self.root):
+            rootfs.unmount_all(self.root)
+
+
+def rootfs_in_use(root: Path) -> bool:
+    """Does any process run inside this root (another lab instance, say)?"""
+    target = str(root.resolve())
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if os.readlink(proc / "root") == target:
+                    return True
+    return False
+
+
+def start_verbund(instance: str, directory: Path | None = None, log: Callable[[str], None] = print) -> Verbund:
+    """Build (once) the root filesystem and start Redis and both Asterisk sites."""
+    directory = directory or lab_dir()
+    root = directory / "rootfs"
+    seconds = rootfs.ensure(root)
+    if seconds:
+        log(f"built the Asterisk root filesystem in {seconds:.0f} s")
+    rootfs.mount(root)
+    ports = _allocate_ports()
+    redis = RedisServer(directory / instance / "redis")
+    sites: dict[str, AsteriskSite] = {}
+    try:
+        redis.start()
+        for name in SITES:
+            partner = next(other for other in SITES if other != name)
+            inner = f"/srv/verbund112/{instance}/{name}"
+            values = asterisk_config.load_site(
+                name,
+                sip_bind_address=LOOPBACK,
+                sip_port=ports[name].sip,
+                partner_host=LOOPBACK,
+                partner_sip_port=ports[partner].sip,
+                carrier_match=[CARRIER_ADDRESS],
+                ami_port=ports[name].ami,
+                rtp_port_start=ports[name].rtp,
+                rtp_port_end=ports[name].rtp + 399,
+                fastagi_url=f"agi://{LOOPBACK}:{ports[name].fastagi}",
+                # short waits so that tests and the demo see the overflow quickly
+                member_ring_s=8,
+                local_wait_s=10,
+                partner_ring_s=12,
+                partner_queue_wait_s=10,
+                paths=asterisk_config.AsteriskPaths(
+                    etc=f"{inner}/etc", lib=f"{inner}/lib", spool=f"{inner}/spool",
+                    run=f"{inner}/run", log=f"{inner}/log", cache=f"{inner}/cache",
+                ),
+            )  # fmt: skip
+            site = AsteriskSite(root, instance, values, asterisk_config.SiteSecrets.generate(values))
+            site.prepare()
+            sites[name] = site
+        for site in sites.values():
+            site.start()
+    except BaseException:
+        for site in sites.values():
+            site.stop()
+        redis.stop()
+        raise
+    return Verbund(
+        instance, root, redis, sites, ports,
+        web_token=secrets.token_urlsafe(24), read_token=secrets.token_urlsafe(24),
+    )  # fmt: skip
+
+
+class Desks:
+    """A dispatcher-desk process (pyVoIP) for one site; its JSON lines can be awaited."""
+
+    def __init__(self, site: AsteriskSite, seats: list[str], log_file: Path | None = None) -> None:
+        self.site = site
+        self.seats = seats
+        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.seen: list[dict[str, Any]] = []
+        args = [sys.executable, "-m", "verbund112.lab.dispatchers", "--server", f"{LOOPBACK}:{site.values.sip_port}"]
+        for seat in seats:
+            password = site.secrets.dispatcher_passwords[seat]
+            args += ["--seat", f"{seat}:{password}:{free_udp_port()}:{free_rtp_base(100)}"]
+        with contextlib.ExitStack() as stack:
+            out = stack.enter_context(log_file.open("ab")) if log_file else subprocess.PIPE
+            self.process = subprocess.Popen(
+                args, stdout=out, stderr=subprocess.DEVNULL if log_file else None, cwd=REPO, start_new_session=True
+            )
+        if log_file is None:
+            threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            try:
+                self.events.put(json.loads(line))
+            except ValueError:
+                sys.stderr.write(f"desk: {line.decode(errors='replace')}")  # pyVoIP's own prints
+
+    def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any]:
+        """The first event (seen before or arriving within timeout) that matches."""
+        for event in self.seen:
+            if predicate(event):
+                return event
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LabError(f"desks of {self.site.values.name}: no matching event within {timeout} s; saw {self.seen}")
+            try:
+                event = self.events.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            self.seen.append(event)
+            if predicate(event):
+                return event
+
+    def wait_registered(self, timeout: float = 15.0) -> None:
+        ready = self.wait_for(lambda e: e.get("event") in ("ready",), timeout)
+        failed = [e for e in self.seen if e.get("event") == "register_failed"]
+        if failed or set(ready.get("seats", [])) != set(self.seats):
+            raise LabError(f"desks failed to register: {failed}")
+        # Asterisk's queue sees a desk only once its device state says so.
+        wait_until(self._all_available, 10, "desks available in the queue")
+
+    def _all_available(self) -> bool:
+        shown = self.site.cli(f"queue show {self.site.values.queue}")
+        return all(
+            any(seat in line and "Not in use" in line for line in shown.splitlines()) for seat in self.seats
+        )
+
+    def stop(self) -> None:
+        stop_process(self.process.pid, timeout=5)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=1)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+def sipp_call(
+    site: AsteriskSite,
+    caller: str,
+    talk_ms: int = 1000,
+    position: tuple[float, float, float] | None = None,
+    timeout_s: int = 120,
+    uui: str = "0123456789ABCDEF",
+    background: bool = False,
+    log_dir: Path | None = None,
+) -> subprocess.Popen[bytes]:
+    """Place one 112 call as the telephone network's emergency trunk would."""
+    scenario = SIPP_DIR / ("carrier_112_pidf.xml" if position else "carrier_112.xml")
+    args = [
+        "sipp", f"{LOOPBACK}:{site.values.sip_port}", "-sf", str(scenario),
+        "-i", CARRIER_ADDRESS, "-p", str(_free_carrier_port()), "-m", "1",
+        "-key", "caller", caller, "-key", "uui", uui, "-d", str(talk_ms),
+        "-timeout", f"{timeout_s}s", "-timeout_error", "-nostdin", "-nd",
+        "-mp", str(free_rtp_base(10)),
+    ]  # fmt: skip
+    if position:
+        lat, lon, radius = position
+        args += ["-key", "lat", f"{lat:.6f}", "-key", "lon", f"{lon:.6f}", "-key", "radius", f"{radius:.0f}"]
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        args += ["-trace_err", "-error_file", str(log_dir / f"sipp-{caller.lstrip('+')}-errors.log")]
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
+
+
+def _free_carrier_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((CARRIER_ADDRESS, 0))
+        return int(sock.getsockname()[1])
+
+
+# -- the long-running lab of `verbund112 lab up` -----------------------------
+
+
+@dataclass
+class LabState:
+    """What `lab up` started; written to <lab dir>/lab.json (mode 0600: it holds tokens)."""
+
+    instance: str
+    redis_url: str
+    sites: dict[str, dict[str, Any]]
+    processes: list[dict[str, Any]] = field(default_factory=list)
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def path(cls) -> Path:
+        return lab_dir() / "lab.json"
+
+    def save(self) -> Path:
+        path = self.path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(json.dumps(self.__dict__, indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls) -> LabState | None:
+        path = cls.path()
+        if not path.is_file():
+            return None
+        return cls(**json.loads(path.read_text()))
+
+
+def _start_service(verbund: Verbund, name: str, directory: Path) -> subprocess.Popen[bytes]:
+    settings = verbund.service_settings(name)
+    secret_free = {k: v for k, v in settings.items()}
+    secret_free["ami"] = {k: v for k, v in settings["ami"].items() if k != "secret"}
+    secret_free["web"] = {k: v for k, v in settings["web"].items() if k != "tokens"}
+    config = directory / f"{name}-service.yaml"
+    config.write_text(yaml.safe_dump(secret_free, sort_keys=False))
+    env = dict(os.environ)
+    env["VERBUND112_AMI__SECRET"] = settings["ami"]["secret"]
+    env["VERBUND112_WEB__TOKENS"] = json.dumps(settings["web"]["tokens"])
+    env["VERBUND112_LOG__FORMAT"] = "console"
+    with (directory / f"{name}-service.log").open("ab") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "verbund112", "serve", "--config", str(config)],
+            stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True,
+        )  # fmt: skip
+    status_url = f"http://{LOOPBACK}:{verbund.ports[name].web}/api/v1/status"
+
+    def serving() -> bool:
+        request = urllib.request.Request(status_url, headers={"Authorization": f"Bearer {verbund.read_token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=1) as response:
+                return bool(json.loads(response.read())["ami"]["connected"])
+        except (OSError, ValueError, KeyError):
+            return False
+
+    wait_until(serving, 30, f"service {name}", process)
+    return process
+
+
+def up(seats_per_site: int = 2, log: Callable[[str], None] = print) -> LabState:
+    """Start the whole Verbund and leave it running; returns what `lab status` shows."""
+    if (existing := LabState.load()) is not None:
+        raise LabError(f"a lab is already up ({LabState.path()}); run `verbund112 lab down` first")
+    started = time.monotonic()
+    verbund = start_verbund("lab", log=log)
+    directory = lab_dir() / "lab"
+    directory.mkdir(parents=True, exist_ok=True)
+    processes: list[dict[str, Any]] = [
+        {"role": "redis", "pid": verbund.redis.pid, "marker": "redis-server"},
+        *({"role": f"asterisk-{n}", "pid": s.pid, "marker": "asterisk"} for n, s in verbund.sites.items()),
+    ]
+    state = LabState(
+        instance="lab",
+        redis_url=verbund.redis.url,
+        sites={},
+        processes=processes,
+        tokens={"admin": verbund.web_token, "read": verbund.read_token},
+    )
+    try:
+        for name, site in verbund.sites.items():
+            service = _start_service(verbund, name, directory)
+            processes.append({"role": f"service-{name}", "pid": service.pid, "marker": "verbund112"})
+            desks = Desks(site, site.values.dispatchers[:seats_per_site], log_file=directory / f"{name}-desks.log")
+            processes.append({"role": f"desks-{name}", "pid": desks.process.pid, "marker": "verbund112.lab.dispatchers"})
+            wait_until(lambda d=desks: d._all_available(), 30, f"desks of {name}", desks.process)
+            state.sites[name] = {
+                "carrier_sip": f"{CARRIER_ADDRESS} -> {LOOPBACK}:{site.values.sip_port}",
+                "sip_port": site.values.sip_port,
+                "ami_port": site.values.ami_port,
+                "fastagi_port": verbund.ports[name].fastagi,
+                "web_url": f"http://{LOOPBACK}:{verbund.ports[name].web}",
+                "queue": site.values.queue,
+                "asterisk_dir": str(site.host_dir),
+                "desks": site.values.dispatchers[:seats_per_site],
+                "service_log": str(directory / f"{name}-service.log"),
+                "desks_log": str(directory / f"{name}-desks.log"),
+            }
+    except BaseException:
+        state.save()
+        down(log=log)
+        raise
+    path = state.save()
+    log(f"lab up in {time.monotonic() - started:.1f} s; endpoints in {path}")
+    return state
+
+
+def down(log: Callable[[str], None] = print) -> None:
+    """Stop everything `lab up` started; leaves no process, mount or port behind."""
+    state = LabState.load()
+    directory = lab_dir()
+    if state is not None:
+        # services and desks first, so nothing reconnects to what we stop next
+        for process in sorted(state.processes, key=lambda p: p["role"].startswith(("redis", "asterisk"))):
+            if _is_ours(process["pid"], process["marker"]):
+                stop_process(process["pid"], timeout=15)
+        LabState.path().unlink()
+    root = directory / "rootfs"
+    subprocess.run(["rm", "-rf", "--one-file-system", str(root / "srv/verbund112/lab")], check=False)
+    if root.exists() and not rootfs_in_use(root):
+        rootfs.unmount_all(root)
+    if state is not None:
+        for site in state.sites.values():
+            for port in (site["ami_port"], site["fastagi_port"], int(site["web_url"].rsplit(":", 1)[1])):
+                if tcp_accepts(port):
+                    raise LabError(f"port {port} still open after lab down")
+    log("lab down: no lab process, mount or port left")
+
+
+def _is_ours(pid: int, marker: str) -> bool:
+    try:
+        return marker in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return False

@@ -1,0 +1,239 @@
+"""The verbund112 service of one site: the composition root.
+
+It wires the edges (AMI, FastAGI, Redis, HTTP) to the pure policies and owns
+every long-lived task in one TaskGroup. If any of it fails, Asterisk's own
+dialplan still routes every 112 call (see asterisk-config/templates/extensions.conf.j2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import prometheus_client as prom
+import redis.asyncio as aioredis
+import structlog
+from aiohttp import web
+
+from routing.decision import CallFacts, Decision, Route, decide
+from routing.location import LocationError, Position, parse_location_info
+from telephony import events
+from telephony.ami import AmiClient, AmiError
+from telephony.fastagi import AgiReply, AgiSession, FastAgiServer
+from verbund112.settings import Settings
+
+log = logging.getLogger(__name__)
+
+FALLBACK_REPLY = AgiReply((("V112_ROUTE", Route.LOCAL.value),))
+
+
+@dataclass(frozen=True, slots=True)
+class CallRouted:
+    """The service answered Asterisk's routing question for a call."""
+
+    site: str
+    call_id: str
+    uniqueid: str
+    caller_number: str
+    position: Position | None
+    location_problem: str
+    decision: Decision
+
+
+ServiceEvent = events.SiteEvent | CallRouted
+
+
+class EventHub:
+    """Fans service events out to subscribers without ever blocking the producer."""
+
+    def __init__(self) -> None:
+        self._subscribers: set[asyncio.Queue[ServiceEvent]] = set()
+        self.dropped = 0
+
+    def publish(self, event: ServiceEvent) -> None:
+        for queue in self._subscribers:
+            if queue.full():
+                # A slow subscriber loses its oldest event, never the AMI reader's time.
+                queue.get_nowait()
+                self.dropped += 1
+            queue.put_nowait(event)
+
+    @contextlib.contextmanager
+    def subscribe(self, maxsize: int = 10000) -> Iterator[asyncio.Queue[ServiceEvent]]:
+        queue: asyncio.Queue[ServiceEvent] = asyncio.Queue(maxsize)
+        self._subscribers.add(queue)
+        try:
+            yield queue
+        finally:
+            self._subscribers.discard(queue)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = prom.CollectorRegistry()
+        self.agi_requests = prom.Counter(
+            "verbund112_fastagi_requests", "FastAGI requests by outcome", ["outcome"], registry=self.registry
+        )
+        self.agi_seconds = prom.Histogram(
+            "verbund112_fastagi_seconds",
+            "FastAGI exchange duration",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=self.registry,
+        )
+        self.ami_connected = prom.Gauge("verbund112_ami_connected", "1 while logged in to AMI", registry=self.registry)
+        self.ami_events = prom.Counter("verbund112_ami_call_events", "typed AMI events", ["kind"], registry=self.registry)
+        self.redis_up = prom.Gauge("verbund112_redis_up", "1 while Redis answers", registry=self.registry)
+
+
+class Service:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.hub = EventHub()
+        self.metrics = Metrics()
+        self.ami = AmiClient(settings.ami, settings.site, on_event=self._on_ami_event, on_connected=self._on_ami_connected)
+        self.fastagi = FastAgiServer(
+            self._route,
+            FALLBACK_REPLY,
+            settings.fastagi.host,
+            settings.fastagi.port,
+            settings.fastagi.deadline,
+            settings.fastagi.max_header_bytes,
+            on_done=self._on_agi_done,
+        )
+        self.redis = aioredis.Redis.from_url(
+            settings.redis.url,
+            socket_timeout=settings.redis.timeout,
+            socket_connect_timeout=settings.redis.timeout,
+        )
+        self.redis_ok = False
+        self.metrics.ami_connected.set_function(lambda: 1.0 if self.ami.connected.is_set() else 0.0)
+        self.metrics.redis_up.set_function(lambda: 1.0 if self.redis_ok else 0.0)
+        self.web_port = settings.web.port
+        self.started = asyncio.Event()
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        from web.app import make_app  # the web layer depends on the service, not the other way round
+
+        await self.fastagi.start()
+        runner = web.AppRunner(make_app(self), access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.settings.web.host, self.settings.web.port)
+            await site.start()
+            self.web_port = runner.addresses[0][1]
+            async with asyncio.TaskGroup() as tasks:
+                owned = [
+                    tasks.create_task(self.ami.run(), name="ami"),
+                    tasks.create_task(self._heartbeat(), name="heartbeat"),
+                ]
+                self.started.set()
+                log.info("verbund112 %s serving: FastAGI %s, web %s", self.settings.site, self.fastagi.port, self.web_port)
+                await self._stop.wait()
+                log.info("verbund112 %s stopping", self.settings.site)
+                await self.fastagi.stop()  # let calls in flight get their answer first
+                for task in owned:
+                    task.cancel()
+        finally:
+            await self.fastagi.stop()
+            await runner.cleanup()
+            with contextlib.suppress(Exception):
+                await self.redis.aclose()
+            log.info("verbund112 %s stopped", self.settings.site)
+
+    # -- FastAGI --------------------------------------------------------------
+
+    async def _route(self, session: AgiSession) -> AgiReply:
+        request = session.request
+        if request.script != "route":
+            raise ValueError(f"unknown FastAGI script {request.script!r}")
+        call_id = await session.get_variable("V112_CALL_ID") or request.uniqueid
+        structlog.contextvars.bind_contextvars(call_id=call_id, site=self.settings.site)
+        try:
+            caller = await session.get_variable("V112_CALLER") or ""
+            position, problem = None, ""
+            if (await session.get_variable("V112_GEO_HEADER_LEN") or "0") not in ("", "0"):
+                info = await session.get_variable("V112_GEO_LOCATION") or ""
+                method = await session.get_variable("V112_GEO_METHOD") or ""
+                try:
+                    position = parse_location_info(info, method)
+                except LocationError as exc:
+                    problem = str(exc)
+                    log.warning("PIDF-LO location of the call ignored: %s", problem)
+            decision = decide(CallFacts(self.settings.site, call_id, caller, position, problem))
+            self.hub.publish(
+                CallRouted(self.settings.site, call_id, request.uniqueid, caller, position, problem, decision)
+            )
+            log.info("call routed %s: %s", decision.route.value, decision.reason)
+            if position is not None:
+                # Positions are personal data: DEBUG only.
+                log.debug("caller position %.5f %.5f r=%.0f m", position.lat, position.lon, position.radius_m)
+            return AgiReply((("V112_ROUTE", decision.route.value),))
+        finally:
+            structlog.contextvars.unbind_contextvars("call_id", "site")
+
+    def _on_agi_done(self, outcome: str, seconds: float) -> None:
+        self.metrics.agi_requests.labels(outcome).inc()
+        self.metrics.agi_seconds.observe(seconds)
+
+    # -- AMI ------------------------------------------------------------------
+
+    def _on_ami_event(self, event: events.SiteEvent) -> None:
+        self.metrics.ami_events.labels(type(event).__name__).inc()
+        self.hub.publish(event)
+
+    async def _on_ami_connected(self, ami: AmiClient) -> None:
+        for member in await ami.queue_status(self.settings.queue):
+            self.hub.publish(member)
+
+    # -- Redis ----------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        """This site's liveness in Redis; the partner reads it (stale = unknown)."""
+        key = f"v112:site:{self.settings.site}:heartbeat"
+        ttl_ms = int(self.settings.redis.heartbeat_ttl * 1000)
+        while True:
+            value = json.dumps({"at": time.time(), "ami_connected": self.ami.connected.is_set()})
+            try:
+                async with asyncio.timeout(self.settings.redis.timeout):
+                    await self.redis.set(key, value, px=ttl_ms)
+                if not self.redis_ok:
+                    log.info("Redis reachable")
+                self.redis_ok = True
+            except (TimeoutError, OSError, aioredis.RedisError) as exc:
+                if self.redis_ok:
+                    log.warning("Redis unreachable: %s (calls are not affected)", exc or type(exc).__name__)
+                self.redis_ok = False
+            await asyncio.sleep(self.settings.redis.heartbeat_interval)
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, start_timeout: float = 10.0) -> AsyncIterator[Service]:
+    """A started service for tests and tools; stopped and awaited on exit."""
+    service = Service(settings)
+    task = asyncio.create_task(service.run(), name=f"verbund112-{settings.site}")
+    try:
+        async with asyncio.timeout(start_timeout):
+            started = asyncio.create_task(service.started.wait())
+            done, _ = await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
+            if task in done:
+                started.cancel()
+                task.result()  # raises what made run() fail
+                raise RuntimeError("service stopped during start")
+        yield service
+    finally:
+        service.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            async with asyncio.timeout(10):
+                await task
+
+
+__all__ = ["AmiError", "CallRouted", "EventHub", "Service", "running"]

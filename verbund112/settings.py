@@ -1,0 +1,140 @@
+"""The one typed settings object of the verbund112 service.
+
+Precedence, lowest first: defaults here, then the YAML file given with
+``--config`` (or VERBUND112_CONFIG), then environment variables
+``VERBUND112_<SECTION>__<FIELD>`` (e.g. ``VERBUND112_AMI__SECRET``). Secrets
+belong in the environment, not in the file. See docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+SiteName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,15}$")]
+Role = Literal["read", "admin"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class AmiSettings(_Section):
+    """The Asterisk Manager Interface of this site's Asterisk."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=5038, ge=1, le=65535)
+    username: str = "verbund112"
+    secret: SecretStr = SecretStr("")
+    connect_timeout: float = Field(default=3.0, gt=0, description="TCP connect and login, seconds")
+    action_timeout: float = Field(default=3.0, gt=0, description="answer to one AMI action, seconds")
+    ping_interval: float = Field(default=2.0, gt=0, description="watchdog: a Ping this often, seconds")
+    ping_timeout: float = Field(default=2.0, gt=0, description="watchdog: no Pong within this: reconnect")
+    reconnect_min: float = Field(default=0.2, gt=0, description="first reconnect delay, seconds")
+    reconnect_max: float = Field(default=5.0, gt=0, description="reconnect back-off cap, seconds")
+
+
+class FastAgiSettings(_Section):
+    """The FastAGI server Asterisk asks where a 112 call goes."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=4573, ge=0, le=65535)
+    deadline: float = Field(
+        default=0.5,
+        gt=0,
+        description="whole exchange per request, seconds; keep well under the dialplan's agi_deadline_s",
+    )
+    max_header_bytes: int = Field(default=16384, gt=0)
+
+
+class RedisSettings(_Section):
+    url: str = "redis://127.0.0.1:6379/0"
+    timeout: float = Field(default=0.5, gt=0, description="per Redis command, seconds")
+    heartbeat_interval: float = Field(default=0.5, gt=0)
+    heartbeat_ttl: float = Field(default=2.0, gt=0, description="partner counts as unknown after this")
+
+
+class WebSettings(_Section):
+    """HTTP API (and later the dispatcher pages). Every request needs a token."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8112, ge=0, le=65535)
+    # token -> role; set through VERBUND112_WEB__TOKENS='{"<token>": "admin"}'
+    tokens: dict[SecretStr, Role] = {}
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "console"] = "json"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="VERBUND112_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    site: SiteName = "jena"
+    partner: SiteName = "gera"
+    local_queue: str = Field(default="", description="defaults to 112-<site>")
+    ami: AmiSettings = AmiSettings()
+    fastagi: FastAgiSettings = FastAgiSettings()
+    redis: RedisSettings = RedisSettings()
+    web: WebSettings = WebSettings()
+    log: LogSettings = LogSettings()
+
+    @property
+    def queue(self) -> str:
+        return self.local_queue or f"112-{self.site}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = _config_file.get()
+        if config_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)
+
+
+class _ConfigFile:
+    """The YAML file the next load_settings() reads (pydantic-settings wants it at class level)."""
+
+    path: Path | None = None
+
+    def get(self) -> Path | None:
+        return self.path
+
+
+_config_file = _ConfigFile()
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: object) -> Settings:
+    """Defaults < file < environment < overrides (the last for tests)."""
+    path = config_file or os.environ.get("VERBUND112_CONFIG")
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"configuration file {path} does not exist")
+    _config_file.path = path
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    finally:
+        _config_file.path = None

@@ -1,0 +1,1 @@
+"""HTTP side of the service: the API now, the dispatcher pages later."""
