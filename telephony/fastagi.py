@@ -163,6 +163,7 @@ class FastAgiServer:
         outcome = "rejected"
         self.stats.requests += 1
         peer = writer.get_extra_info("peername")
+        request: AgiRequest | None = None
         try:
             async with asyncio.timeout(self._deadline):
                 try:
@@ -187,8 +188,11 @@ class FastAgiServer:
                 for name, value in reply.variables:
                     await session.set_variable(name, value)
         except TimeoutError:
-            log.warning("FastAGI exchange with %s passed its deadline; dialplan falls back", peer)
-            outcome = "fallback" if outcome != "answered" else "late"
+            if request is None:
+                log.warning("FastAGI peer %s sent no complete request within the deadline", peer)
+            else:
+                log.warning("FastAGI exchange for %s passed its deadline; dialplan falls back", request.uniqueid)
+                outcome = "late" if outcome == "answered" else "fallback"
         except (AgiProtocolError, OSError, ConnectionError) as exc:
             log.warning("FastAGI exchange with %s broke off: %s", peer, exc)
             outcome = "broken"

@@ -71,6 +71,17 @@ def lab_down() -> None:
     lab_module.down(log=click.echo)
 
 
+@lab.command("purge")
+def lab_purge() -> None:
+    """Stop the lab and delete the lab folder, the cached root filesystem included."""
+    from verbund112.lab import lab as lab_module
+    from verbund112.lab import rootfs
+
+    lab_module.down(log=click.echo)
+    rootfs.remove_tree(lab_module.lab_dir())
+    click.echo(f"removed {lab_module.lab_dir()}")
+
+
 @lab.command("status")
 def lab_status() -> None:
     """Print where the running lab's endpoints are."""

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SERVICE = web.AppKey("service", "Service")
-ROLE = "verbund112.role"
+ROLE = web.RequestKey("role", str)
 _ROLE_RANK = {"read": 1, "admin": 2}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

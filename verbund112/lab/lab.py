@@ -14,6 +14,7 @@ import json
 import os
 import queue
 import secrets
+import shutil
 import subprocess
 import sys
 import threading
@@ -49,6 +50,11 @@ SIPP_DIR = Path(__file__).resolve().parent / "sipp"
 
 def lab_dir() -> Path:
     return Path(os.environ.get("VERBUND112_LAB_DIR", REPO / ".lab")).resolve()
+
+
+def instance_name() -> str:
+    """Which lab `lab up/down/status/call` mean (several can share one root filesystem)."""
+    return os.environ.get("VERBUND112_LAB_INSTANCE", "lab")
 
 
 @dataclass
@@ -124,6 +130,7 @@ class Verbund:
         self.redis.stop()
         for site in self.sites.values():
             subprocess.run(["rm", "-rf", "--one-file-system", str(site.host_dir)], check=False)
+        shutil.rmtree(self.redis.workdir.parent, ignore_errors=True)
         if not rootfs_in_use(self.root):
             rootfs.unmount_all(self.root)
 
@@ -311,7 +318,7 @@ class LabState:
 
     @classmethod
     def path(cls) -> Path:
-        return lab_dir() / "lab.json"
+        return lab_dir() / f"{instance_name()}.json"
 
     def save(self) -> Path:
         path = self.path()
@@ -360,18 +367,19 @@ def _start_service(verbund: Verbund, name: str, directory: Path) -> subprocess.P
 
 def up(seats_per_site: int = 2, log: Callable[[str], None] = print) -> LabState:
     """Start the whole Verbund and leave it running; returns what `lab status` shows."""
-    if (existing := LabState.load()) is not None:
+    if LabState.load() is not None:
         raise LabError(f"a lab is already up ({LabState.path()}); run `verbund112 lab down` first")
     started = time.monotonic()
-    verbund = start_verbund("lab", log=log)
-    directory = lab_dir() / "lab"
+    instance = instance_name()
+    verbund = start_verbund(instance, log=log)
+    directory = lab_dir() / instance
     directory.mkdir(parents=True, exist_ok=True)
     processes: list[dict[str, Any]] = [
         {"role": "redis", "pid": verbund.redis.pid, "marker": "redis-server"},
         *({"role": f"asterisk-{n}", "pid": s.pid, "marker": "asterisk"} for n, s in verbund.sites.items()),
     ]
     state = LabState(
-        instance="lab",
+        instance=instance,
         redis_url=verbund.redis.url,
         sites={},
         processes=processes,
@@ -416,7 +424,7 @@ def down(log: Callable[[str], None] = print) -> None:
                 stop_process(process["pid"], timeout=15)
         LabState.path().unlink()
     root = directory / "rootfs"
-    subprocess.run(["rm", "-rf", "--one-file-system", str(root / "srv/verbund112/lab")], check=False)
+    subprocess.run(["rm", "-rf", "--one-file-system", str(root / "srv/verbund112" / instance_name())], check=False)
     if root.exists() and not rootfs_in_use(root):
         rootfs.unmount_all(root)
     if state is not None:

@@ -1,0 +1,82 @@
+"""AMI messages -> typed call events (telephony.events), table-driven."""
+
+from __future__ import annotations
+
+import pytest
+
+from telephony import events
+
+CALL_VARS = ["V112_CALL_ID=jena-1700000000.1", "V112_CALLER=+4936411234567", "V112_FROM_SITE="]
+
+
+def test_agent_connect_names_the_dispatcher_and_carries_the_verbund_call_id() -> None:
+    message = {
+        "Event": "AgentConnect", "Channel": "PJSIP/carrier-00000001", "Uniqueid": "jena-1700000000.3",
+        "Linkedid": "jena-1700000000.3", "CallerIDNum": "+4936411234567", "Queue": "112-jena",
+        "MemberName": "jena-d1", "Interface": "PJSIP/jena-d1", "DestChannel": "PJSIP/jena-d1-00000002",
+        "HoldTime": "3", "RingTime": "1", "ChanVariable": CALL_VARS,
+        "DestChanVariable": ["V112_CALL_ID=jena-1700000000.1"],
+    }  # fmt: skip
+    event = events.parse(message, "jena")
+    assert event == events.DispatcherAnswered(
+        site="jena", call_id="jena-1700000000.1", uniqueid="jena-1700000000.3", linkedid="jena-1700000000.3",
+        queue="112-jena", dispatcher="jena-d1", interface="PJSIP/jena-d1",
+        dispatcher_channel="PJSIP/jena-d1-00000002", hold_time=3, ring_time=1,
+        caller_number="+4936411234567", from_site="",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("message", "expected_type"),
+    [
+        ({"Event": "QueueCallerJoin", "Uniqueid": "u1", "Queue": "112-jena", "Position": "1"}, events.CallerJoinedQueue),
+        ({"Event": "QueueCallerLeave", "Uniqueid": "u1", "Queue": "112-jena"}, events.CallerLeftQueue),
+        ({"Event": "QueueCallerAbandon", "Uniqueid": "u1", "Queue": "112-jena", "HoldTime": "9"},
+         events.CallerAbandonedQueue),
+        ({"Event": "AgentCalled", "Uniqueid": "u1", "MemberName": "jena-d1"}, events.DispatcherRinging),
+        ({"Event": "AgentComplete", "Uniqueid": "u1", "TalkTime": "30", "Reason": "caller"}, events.CallCompleted),
+        ({"Event": "Hangup", "Uniqueid": "u1", "Cause": "16"}, events.ChannelHungUp),
+        ({"Event": "QueueMemberStatus", "Queue": "112-jena", "MemberName": "jena-d1", "Status": "1"},
+         events.DispatcherStateChanged),
+        ({"Event": "QueueMember", "Queue": "112-jena", "Name": "jena-d2", "Status": "5"}, events.DispatcherStateChanged),
+        # header names are case-insensitive on the wire
+        ({"event": "hangup", "uniqueid": "u1"}, events.ChannelHungUp),
+    ],
+)
+def test_each_used_event_kind_becomes_its_typed_event(message: dict, expected_type: type) -> None:
+    assert isinstance(events.parse(message, "jena"), expected_type)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {},
+        {"Event": "Newexten", "Uniqueid": "u1"},  # not one we use
+        {"Event": "AgentConnect"},  # no Uniqueid: cannot be tied to a call
+        {"Event": "QueueMemberStatus", "Queue": "112-jena"},  # no member
+        {"Response": "Success"},
+    ],
+)
+def test_messages_that_mean_nothing_to_us_become_none(message: dict) -> None:
+    assert events.parse(message, "jena") is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "check"),
+    [
+        ({"Position": "x"}, lambda e: e.position == 0),  # garbage number
+        ({"Position": ["2", "3"]}, lambda e: e.position == 0),  # repeated header
+        ({"ChanVariable": "no-equals-sign"}, lambda e: e.call_id == "u1"),  # falls back to the Uniqueid
+        ({"ChanVariable": "V112_CALL_ID=gera-1.2"}, lambda e: e.call_id == "gera-1.2"),  # a single variable
+    ],
+)
+def test_malformed_fields_degrade_instead_of_raising(fields: dict, check) -> None:
+    event = events.parse({"Event": "QueueCallerJoin", "Uniqueid": "u1", "Queue": "112-jena", **fields}, "jena")
+    assert event is not None
+    assert check(event)
+
+
+def test_unknown_member_status_number_is_unknown() -> None:
+    event = events.parse({"Event": "QueueMemberStatus", "Queue": "q", "MemberName": "d", "Status": "99"}, "jena")
+    assert isinstance(event, events.DispatcherStateChanged)
+    assert event.status is events.MemberStatus.UNKNOWN

@@ -1,0 +1,179 @@
+"""The FastAGI server answers every request within its deadline, whatever the peer does.
+
+The peer here is a small stand-in for Asterisk's side of the protocol; the
+real Asterisk talks to the same server in tests/integration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from telephony.fastagi import AgiReply, AgiSession, FastAgiServer
+from verbund112.lab.processes import free_tcp_port
+from verbund112.service import Service, running
+from verbund112.settings import Settings
+
+REQUEST = (
+    "agi_network: yes\nagi_network_script: route\nagi_request: agi://127.0.0.1/route\n"
+    "agi_channel: PJSIP/carrier-00000001\nagi_uniqueid: jena-1.1\nagi_callerid: +4936411234567\n"
+    "agi_context: v112-emergency\nagi_extension: s\nagi_arg_1: jena\n\n"
+)
+
+
+async def asterisk_side(
+    port: int, request: str = REQUEST, variables: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Play Asterisk: send the request, answer GET VARIABLE, record SET VARIABLE."""
+    variables = variables or {"V112_CALL_ID": "jena-1.1", "V112_CALLER": "+4936411234567"}
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request.encode())
+    set_variables: dict[str, str] = {}
+    try:
+        while line := (await reader.readline()).decode().strip():
+            verb, _, rest = line.partition(" VARIABLE ")
+            name, _, value = rest.partition(" ")
+            if verb == "GET":
+                known = variables.get(name)
+                writer.write(f"200 result=1 ({known})\n".encode() if known is not None else b"200 result=0\n")
+            elif verb == "SET":
+                set_variables[name] = value.strip('"')
+                writer.write(b"200 result=1\n")
+            else:
+                writer.write(b"510 Invalid or unknown command\n")
+    finally:
+        writer.close()
+    return set_variables
+
+
+async def start(server: FastAgiServer) -> FastAgiServer:
+    await server.start()
+    return server
+
+
+FALLBACK = AgiReply((("V112_ROUTE", "local"),))
+
+
+@pytest.fixture
+async def server_with() -> AsyncIterator:
+    servers: list[FastAgiServer] = []
+
+    async def make(handler, deadline: float = 0.3) -> FastAgiServer:
+        server = FastAgiServer(handler, FALLBACK, "127.0.0.1", 0, deadline)
+        servers.append(server)
+        return await start(server)
+
+    yield make
+    for server in servers:
+        await server.stop()
+
+
+async def test_a_slow_handler_is_replaced_by_the_fallback(server_with) -> None:
+    async def never(_: AgiSession) -> AgiReply:
+        await asyncio.Event().wait()
+        raise AssertionError
+
+    server = await server_with(never)
+    assert await asyncio.wait_for(asterisk_side(server.port), 5) == {"V112_ROUTE": "local"}
+    assert server.stats.fallbacks == 1
+
+
+async def test_a_crashing_handler_is_replaced_by_the_fallback(server_with) -> None:
+    async def crash(_: AgiSession) -> AgiReply:
+        raise RuntimeError("bug")
+
+    server = await server_with(crash)
+    assert await asyncio.wait_for(asterisk_side(server.port), 5) == {"V112_ROUTE": "local"}
+
+
+async def test_the_handler_reads_channel_variables_and_its_reply_is_set(server_with) -> None:
+    async def echo(session: AgiSession) -> AgiReply:
+        caller = await session.get_variable("V112_CALLER")
+        missing = await session.get_variable("V112_NOT_SET")
+        return AgiReply((("V112_ROUTE", "partner"), ("V112_SEEN", f"{caller}/{missing}")))
+
+    server = await server_with(echo)
+    answer = await asyncio.wait_for(asterisk_side(server.port), 5)
+    assert answer == {"V112_ROUTE": "partner", "V112_SEEN": "+4936411234567/None"}
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"\x00\xff\xfe garbage without structure\n\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"agi_network_script route\n\n",  # no ': '
+        b"agi_channel: PJSIP/x\n\n",  # no script
+        b"agi_x: " + b"A" * 70000 + b"\n\n",  # over the size limit
+        b"agi_network_script: route\n",  # then EOF in the middle
+    ],
+)
+async def test_garbage_is_refused_and_the_connection_closed(server_with, garbage: bytes) -> None:
+    async def handler(_: AgiSession) -> AgiReply:
+        raise AssertionError("garbage must not reach the handler")
+
+    server = await server_with(handler)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(garbage)
+    if garbage.endswith(b"route\n"):
+        writer.write_eof()
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server, nothing said
+    writer.close()
+    assert server.stats.rejected == 1
+
+
+def service_settings(**changes) -> Settings:
+    return Settings(
+        site="jena",
+        ami={"port": free_tcp_port(), "reconnect_max": 0.5},
+        redis={"url": f"redis://127.0.0.1:{free_tcp_port()}/0"},
+        fastagi={"port": 0, "deadline": 0.3},
+        web={"port": 0, "tokens": {"t-admin-0123456789": "admin", "t-read-0123456789": "read"}},
+        **changes,
+    )
+
+
+@pytest.fixture
+async def service() -> AsyncIterator[Service]:
+    async with running(service_settings()) as started:
+        yield started
+
+
+async def test_silent_and_garbage_clients_do_not_stall_the_service(service: Service) -> None:
+    port = service.fastagi.port
+    silent = [await asyncio.open_connection("127.0.0.1", port) for _ in range(20)]
+    _, garbage_writer = await asyncio.open_connection("127.0.0.1", port)
+    garbage_writer.write(b"\xde\xad\xbe\xef\n" * 100)
+
+    # a real request is answered while all of them are connected
+    answer = await asyncio.wait_for(asterisk_side(port), 5)
+    assert answer == {"V112_ROUTE": "local"}
+
+    # and every silent connection is closed by the server after its deadline
+    for reader, writer in silent:
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+    garbage_writer.close()
+    assert service.fastagi.stats.answered == 1
+    assert service.fastagi.stats.rejected == 21
+
+
+async def test_an_unknown_agi_script_gets_the_fallback(service: Service) -> None:
+    request = REQUEST.replace("agi_network_script: route", "agi_network_script: whatever")
+    assert await asyncio.wait_for(asterisk_side(service.fastagi.port, request), 5) == {"V112_ROUTE": "local"}
+    assert service.fastagi.stats.fallbacks == 1
+
+
+async def test_a_malformed_pidf_lo_location_still_routes(service: Service) -> None:
+    variables = {
+        "V112_CALL_ID": "jena-1.1", "V112_CALLER": "+4936411234567", "V112_GEO_HEADER_LEN": "30",
+        "V112_GEO_LOCATION": 'shape="Circle",pos="999 999",radius="x"',
+    }  # fmt: skip
+    with service.hub.subscribe() as events:
+        answer = await asyncio.wait_for(asterisk_side(service.fastagi.port, variables=variables), 5)
+        routed = await asyncio.wait_for(events.get(), 5)
+    assert answer == {"V112_ROUTE": "local"}
+    assert routed.position is None
+    assert "WGS84" in routed.location_problem

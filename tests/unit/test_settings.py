@@ -1,0 +1,46 @@
+"""One typed settings object: defaults < YAML file < environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from verbund112.settings import load_settings
+
+
+def test_defaults_then_file_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "gera.yaml"
+    config.write_text("site: gera\npartner: jena\nami:\n  port: 6000\n  action_timeout: 1.5\n")
+    monkeypatch.setenv("VERBUND112_AMI__PORT", "7000")
+    monkeypatch.setenv("VERBUND112_AMI__SECRET", "from-the-environment")
+
+    settings = load_settings(config)
+
+    assert settings.site == "gera"  # file
+    assert settings.queue == "112-gera"  # derived default
+    assert settings.ami.port == 7000  # environment beats file
+    assert settings.ami.action_timeout == 1.5  # file beats default
+    assert settings.ami.secret.get_secret_value() == "from-the-environment"
+    assert settings.fastagi.deadline == 0.5  # default
+    assert "from-the-environment" not in repr(settings)
+
+
+def test_a_bad_file_names_the_field(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("ami:\n  port: seventy\n")
+    with pytest.raises(ValidationError, match=r"ami\.port"):
+        load_settings(config)
+
+
+def test_unknown_keys_are_refused(tmp_path: Path) -> None:
+    config = tmp_path / "typo.yaml"
+    config.write_text("fastagi:\n  deadlin: 0.2\n")
+    with pytest.raises(ValidationError, match="deadlin"):
+        load_settings(config)
+
+
+def test_missing_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        load_settings(tmp_path / "nowhere.yaml")
