@@ -54,7 +54,7 @@ def parse_location_info(text: str, method: str = "") -> Position:
     while position < len(text):
         match = _PAIR.match(text, position)
         if match is None:
-            raise LocationError(f"location_info is not a key=\"value\" list near {text[position:position + 30]!r}")
+            raise LocationError(f'location_info is not a key="value" list near {text[position : position + 30]!r}')
         fields[match[1].lower()] = match[2]
         position = match.end()
     shape = fields.get("shape", "")

@@ -124,7 +124,7 @@ class AmiClient:
         finally:
             self._close("service stopping")
 
-    async def action(self, fields: dict[str, str], timeout: float | None = None) -> Message | list[Message]:
+    async def action(self, fields: dict[str, str], answer_within: float | None = None) -> Message | list[Message]:
         """Send one action and wait for its complete answer (a list for event lists)."""
         protocol = self._protocol
         if protocol is None or not self.connected.is_set():
@@ -133,7 +133,7 @@ class AmiClient:
         future: asyncio.Future[Any] = protocol.send(action)
         self._pending.add(future)
         try:
-            async with asyncio.timeout(timeout or self.settings.action_timeout):
+            async with asyncio.timeout(answer_within or self.settings.action_timeout):
                 response = await future
         except TimeoutError as exc:
             protocol.responses.pop(action.id, None)
@@ -143,7 +143,7 @@ class AmiClient:
         first = response[0] if isinstance(response, list) else response
         if first.get("Response") == "Error":
             raise AmiError(f"{fields.get('Action')}: {first.get('Message', 'error')}")
-        return response  # type: ignore[no-any-return]
+        return response
 
     async def queue_status(self, queue: str) -> list[events.DispatcherStateChanged]:
         """The current state of every member of a queue."""
@@ -209,7 +209,7 @@ class AmiClient:
             if self._lost.is_set():
                 break
             try:
-                await self.action({"Action": "Ping"}, timeout=self.settings.ping_timeout)
+                await self.action({"Action": "Ping"}, answer_within=self.settings.ping_timeout)
             except AmiError as exc:
                 log.warning("AMI watchdog: %s; dropping the connection", exc)
                 break

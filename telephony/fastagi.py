@@ -76,7 +76,7 @@ class AgiSession:
         await self._writer.drain()
         raw = await self._reader.readline()
         if not raw:
-            raise AgiProtocolError(f"connection closed during {line.split(' ')[0]}")
+            raise AgiProtocolError(f"connection closed during {line.split(' ', maxsplit=1)[0]}")
         text = raw.decode("utf-8", "replace").rstrip("\r\n")
         if text == "HANGUP":
             raise AgiProtocolError("channel hung up")
@@ -107,10 +107,18 @@ class AgiStats:
     rejected: int = 0
 
 
+@dataclass
+class _Exchange:
+    peer: object
+    request: AgiRequest | None = None
+    outcome: str = "rejected"
+
+
 class FastAgiServer:
     def __init__(
         self,
         handler: Handler,
+        *,
         fallback: AgiReply,
         host: str,
         port: int,
@@ -160,57 +168,62 @@ class FastAgiServer:
         assert task is not None
         self._sessions.add(task)
         started = time.perf_counter()
-        outcome = "rejected"
         self.stats.requests += 1
-        peer = writer.get_extra_info("peername")
-        request: AgiRequest | None = None
+        exchange = _Exchange(writer.get_extra_info("peername"))
         try:
             async with asyncio.timeout(self._deadline):
-                try:
-                    request = await self._read_request(reader)
-                except (AgiProtocolError, ValueError, asyncio.LimitOverrunError) as exc:
-                    log.warning("FastAGI request from %s refused: %s", peer, exc)
-                    return
-                session = AgiSession(reader, writer, request)
-                # The handler gets most of the budget; what is left is for
-                # sending the fallback if it fails.
-                try:
-                    async with asyncio.timeout(self._deadline * 0.7):
-                        reply = await self._handler(session)
-                    outcome = "answered"
-                except (TimeoutError, AgiProtocolError, OSError, ValueError) as exc:
-                    log.warning("FastAGI %s for %s: handler failed (%s): local queue", request.script,
-                                request.uniqueid, exc or type(exc).__name__)  # fmt: skip
-                    reply, outcome = self._fallback, "fallback"
-                except Exception:
-                    log.exception("FastAGI %s for %s: handler crashed: local queue", request.script, request.uniqueid)
-                    reply, outcome = self._fallback, "fallback"
-                for name, value in reply.variables:
-                    await session.set_variable(name, value)
+                await self._exchange(reader, writer, exchange)
         except TimeoutError:
-            if request is None:
-                log.warning("FastAGI peer %s sent no complete request within the deadline", peer)
+            if exchange.request is None:
+                log.warning("FastAGI peer %s sent no complete request within the deadline", exchange.peer)
             else:
-                log.warning("FastAGI exchange for %s passed its deadline; dialplan falls back", request.uniqueid)
-                outcome = "late" if outcome == "answered" else "fallback"
-        except (AgiProtocolError, OSError, ConnectionError) as exc:
-            log.warning("FastAGI exchange with %s broke off: %s", peer, exc)
-            outcome = "broken"
+                log.warning(
+                    "FastAGI exchange for %s passed its deadline; dialplan falls back", exchange.request.uniqueid
+                )
+                exchange.outcome = "late" if exchange.outcome == "answered" else "fallback"
+        except (AgiProtocolError, OSError) as exc:
+            log.warning("FastAGI exchange with %s broke off: %s", exchange.peer, exc)
+            exchange.outcome = "broken"
         finally:
             writer.close()
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(0.2):
                     await writer.wait_closed()
             self._sessions.discard(task)
-            elapsed = time.perf_counter() - started
-            if outcome == "answered":
-                self.stats.answered += 1
-            elif outcome == "fallback":
-                self.stats.fallbacks += 1
-            else:
-                self.stats.rejected += 1
-            if self._on_done is not None:
-                self._on_done(outcome, elapsed)
+            self._count(exchange.outcome, time.perf_counter() - started)
+
+    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, exchange: _Exchange) -> None:
+        try:
+            request = exchange.request = await self._read_request(reader)
+        except (AgiProtocolError, ValueError) as exc:
+            log.warning("FastAGI request from %s refused: %s", exchange.peer, exc)
+            return
+        session = AgiSession(reader, writer, request)
+        # The handler gets most of the budget; the rest is for sending the
+        # fallback when it fails.
+        try:
+            async with asyncio.timeout(self._deadline * 0.7):
+                reply = await self._handler(session)
+            exchange.outcome = "answered"
+        except (TimeoutError, AgiProtocolError, OSError, ValueError) as exc:
+            log.warning("FastAGI %s for %s: handler failed (%s): local queue",
+                        request.script, request.uniqueid, exc or type(exc).__name__)  # fmt: skip
+            reply, exchange.outcome = self._fallback, "fallback"
+        except Exception:
+            log.exception("FastAGI %s for %s: handler crashed: local queue", request.script, request.uniqueid)
+            reply, exchange.outcome = self._fallback, "fallback"
+        for name, value in reply.variables:
+            await session.set_variable(name, value)
+
+    def _count(self, outcome: str, seconds: float) -> None:
+        if outcome == "answered":
+            self.stats.answered += 1
+        elif outcome == "fallback":
+            self.stats.fallbacks += 1
+        else:
+            self.stats.rejected += 1
+        if self._on_done is not None:
+            self._on_done(outcome, seconds)
 
     async def _read_request(self, reader: asyncio.StreamReader) -> AgiRequest:
         headers: dict[str, str] = {}
@@ -231,9 +244,7 @@ class FastAgiServer:
             headers[key] = value
         if "agi_network_script" not in headers and "agi_request" not in headers:
             raise AgiProtocolError("no agi_network_script in the request")
-        arguments = tuple(
-            headers[f"agi_arg_{i}"] for i in range(1, 64) if f"agi_arg_{i}" in headers
-        )
+        arguments = tuple(headers[f"agi_arg_{i}"] for i in range(1, 64) if f"agi_arg_{i}" in headers)
         script = headers.get("agi_network_script") or headers["agi_request"].rsplit("/", 1)[-1]
         return AgiRequest(
             script=script.split("?", 1)[0],

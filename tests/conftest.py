@@ -86,10 +86,10 @@ def _wait_unavailable(desks: lab.Desks) -> None:
 
 async def next_event(
     events: asyncio.Queue[ServiceEvent], kind: type[E], predicate: Callable[[E], bool] = lambda _: True,
-    timeout: float = 30.0,
+    within: float = 30.0,
 ) -> E:  # fmt: skip
-    """The next event of a kind that matches; fails the test after timeout seconds."""
-    async with asyncio.timeout(timeout):
+    """The next event of a kind that matches; fails the test after `within` seconds."""
+    async with asyncio.timeout(within):
         while True:
             event = await events.get()
             if isinstance(event, kind) and predicate(event):

@@ -153,9 +153,7 @@ def render(site: SiteValues, site_secrets: SiteSecrets) -> dict[str, str]:
     files = {}
     for template_name in sorted(env.list_templates(filter_func=lambda n: n.endswith(".conf.j2"))):
         template = env.get_template(template_name)
-        files[template_name.removesuffix(".j2")] = template.render(
-            site=site, paths=site.paths, secrets=site_secrets
-        )
+        files[template_name.removesuffix(".j2")] = template.render(site=site, paths=site.paths, secrets=site_secrets)
     return files
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -55,10 +56,11 @@ def lab() -> None:
 def lab_up(desks: int) -> None:
     """Start everything on 127.0.0.1 and leave it running."""
     from verbund112.lab import lab as lab_module
+    from verbund112.lab.processes import LabError
 
     try:
         state = lab_module.up(seats_per_site=desks, log=click.echo)
-    except lab_module.LabError as exc:
+    except LabError as exc:
         raise click.ClickException(str(exc)) from exc
     _print_state(state)
 
@@ -101,8 +103,10 @@ def _print_state(state) -> None:  # type: ignore[no-untyped-def]
     click.echo(f"endpoints: {lab_module.LabState.path()}")
     click.echo(f"redis: {state.redis_url}")
     for name, site in state.sites.items():
-        click.echo(f"{name}: carrier {site['carrier_sip']}, AMI {site['ami_port']}, "
-                   f"FastAGI {site['fastagi_port']}, web {site['web_url']}, desks {', '.join(site['desks'])}")  # fmt: skip
+        click.echo(
+            f"{name}: carrier {site['carrier_sip']}, AMI {site['ami_port']}, FastAGI {site['fastagi_port']}, "
+            f"web {site['web_url']}, desks {', '.join(site['desks'])}"
+        )
     down = [role for role, ok in alive.items() if not ok]
     click.echo("all processes running" if not down else f"NOT running: {', '.join(down)}")
 
@@ -115,7 +119,7 @@ def _print_state(state) -> None:  # type: ignore[no-untyped-def]
 @click.option("--lon", type=float)
 @click.option("--radius", type=float, default=25.0, show_default=True, help="uncertainty radius, metres")
 @click.option("--talk", type=float, default=3.0, show_default=True, help="seconds the caller talks")
-def lab_call(number: str, site: str, lat: float | None, lon: float | None, radius: float, talk: float) -> None:
+def lab_call(*, number: str, site: str, lat: float | None, lon: float | None, radius: float, talk: float) -> None:
     """Place a 112 call into the lab as the telephone network would."""
     from verbund112.lab import lab as lab_module
 
@@ -126,28 +130,27 @@ def lab_call(number: str, site: str, lat: float | None, lon: float | None, radiu
         raise click.UsageError("--lat and --lon go together")
     info = state.sites[site]
     position = (lat, lon, radius) if lat is not None and lon is not None else None
-    desks_log = Path(info["desks_log"])
-    logs_before = {name: Path(s["desks_log"]).stat().st_size for name, s in state.sites.items()}
     scenario = lab_module.SIPP_DIR / ("carrier_112_pidf.xml" if position else "carrier_112.xml")
     args = ["sipp", f"127.0.0.1:{info['sip_port']}", "-sf", str(scenario), "-i", lab_module.CARRIER_ADDRESS,
             "-m", "1", "-key", "caller", number, "-key", "uui", "0123456789ABCDEF",
             "-d", str(int(talk * 1000)), "-timeout", "90s", "-timeout_error", "-nostdin", "-nd"]  # fmt: skip
     if position:
         args += ["-key", "lat", f"{lat:.6f}", "-key", "lon", f"{lon:.6f}", "-key", "radius", f"{radius:.0f}"]
-    click.echo(f"112 call from {number} into {site}'s carrier trunk" + (f" at {lat}, {lon} (±{radius:.0f} m)" if position else ""))
+    where = f" at {lat}, {lon} (±{radius:.0f} m)" if position else ""
+    click.echo(f"112 call from {number} into {site}'s carrier trunk{where}")
+    # what the desks of both sites log during the call tells who answered
+    desk_logs = {name: Path(s["desks_log"]) for name, s in state.sites.items()}
+    offsets = {name: path.stat().st_size for name, path in desk_logs.items()}
     started = time.monotonic()
-    import subprocess
-
     result = subprocess.run(args, capture_output=True, text=True, check=False)
     elapsed = time.monotonic() - started
-    answered = []
-    for name, s in state.sites.items():
-        with Path(s["desks_log"]).open() as handle:
-            handle.seek(logs_before[name])
-            answered += [(name, json.loads(line)) for line in handle if '"answered"' in line]
-    for name, event in answered:
-        click.echo(f"answered at {name} by dispatcher {event['seat']} (caller shown: {event['caller']})")
-    del desks_log
+    for name, path in desk_logs.items():
+        with path.open() as handle:
+            handle.seek(offsets[name])
+            for line in handle:
+                event = json.loads(line)
+                if event.get("event") == "answered":
+                    click.echo(f"answered at {name} by dispatcher {event['seat']} (caller shown: {event['caller']})")
     if result.returncode != 0:
         raise click.ClickException(f"the call failed (sipp exit {result.returncode}) after {elapsed:.1f} s")
     click.echo(f"call completed in {elapsed:.1f} s")

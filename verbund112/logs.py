@@ -15,7 +15,7 @@ from verbund112.settings import LogSettings
 
 
 def configure(settings: LogSettings) -> None:
-    shared = [
+    shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,

@@ -86,7 +86,9 @@ class Metrics:
             registry=self.registry,
         )
         self.ami_connected = prom.Gauge("verbund112_ami_connected", "1 while logged in to AMI", registry=self.registry)
-        self.ami_events = prom.Counter("verbund112_ami_call_events", "typed AMI events", ["kind"], registry=self.registry)
+        self.ami_events = prom.Counter(
+            "verbund112_ami_call_events", "typed AMI events", ["kind"], registry=self.registry
+        )
         self.redis_up = prom.Gauge("verbund112_redis_up", "1 while Redis answers", registry=self.registry)
 
 
@@ -95,14 +97,16 @@ class Service:
         self.settings = settings
         self.hub = EventHub()
         self.metrics = Metrics()
-        self.ami = AmiClient(settings.ami, settings.site, on_event=self._on_ami_event, on_connected=self._on_ami_connected)
+        self.ami = AmiClient(
+            settings.ami, settings.site, on_event=self._on_ami_event, on_connected=self._on_ami_connected
+        )
         self.fastagi = FastAgiServer(
             self._route,
-            FALLBACK_REPLY,
-            settings.fastagi.host,
-            settings.fastagi.port,
-            settings.fastagi.deadline,
-            settings.fastagi.max_header_bytes,
+            fallback=FALLBACK_REPLY,
+            host=settings.fastagi.host,
+            port=settings.fastagi.port,
+            deadline=settings.fastagi.deadline,
+            max_header_bytes=settings.fastagi.max_header_bytes,
             on_done=self._on_agi_done,
         )
         self.redis = aioredis.Redis.from_url(
@@ -136,7 +140,9 @@ class Service:
                     tasks.create_task(self._heartbeat(), name="heartbeat"),
                 ]
                 self.started.set()
-                log.info("verbund112 %s serving: FastAGI %s, web %s", self.settings.site, self.fastagi.port, self.web_port)
+                log.info(
+                    "verbund112 %s serving: FastAGI %s, web %s", self.settings.site, self.fastagi.port, self.web_port
+                )
                 await self._stop.wait()
                 log.info("verbund112 %s stopping", self.settings.site)
                 await self.fastagi.stop()  # let calls in flight get their answer first

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SERVICE = web.AppKey("service", "Service")
+SERVICE: web.AppKey[Service] = web.AppKey("service")
 ROLE = web.RequestKey("role", str)
 _ROLE_RANK = {"read": 1, "admin": 2}
 

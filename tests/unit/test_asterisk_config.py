@@ -73,14 +73,8 @@ def test_the_rendered_files_differ_only_in_site_values() -> None:
     jena_files = asterisk_config.render(jena, secrets)
     gera_files = asterisk_config.render(gera, secrets)
     normalise = str.maketrans({})
-    swapped = {
-        name: text.replace("jena", "SITE").replace("gera", "PARTNER")
-        for name, text in jena_files.items()
-    }
-    other = {
-        name: text.replace("gera", "SITE").replace("jena", "PARTNER")
-        for name, text in gera_files.items()
-    }
+    swapped = {name: text.replace("jena", "SITE").replace("gera", "PARTNER") for name, text in jena_files.items()}
+    other = {name: text.replace("gera", "SITE").replace("jena", "PARTNER") for name, text in gera_files.items()}
     for name in ("extensions.conf", "manager.conf", "modules.conf", "asterisk.conf"):
         assert swapped[name].translate(normalise) == other[name].translate(normalise), name
 

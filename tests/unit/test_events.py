@@ -29,16 +29,26 @@ def test_agent_connect_names_the_dispatcher_and_carries_the_verbund_call_id() ->
 @pytest.mark.parametrize(
     ("message", "expected_type"),
     [
-        ({"Event": "QueueCallerJoin", "Uniqueid": "u1", "Queue": "112-jena", "Position": "1"}, events.CallerJoinedQueue),
+        (
+            {"Event": "QueueCallerJoin", "Uniqueid": "u1", "Queue": "112-jena", "Position": "1"},
+            events.CallerJoinedQueue,
+        ),
         ({"Event": "QueueCallerLeave", "Uniqueid": "u1", "Queue": "112-jena"}, events.CallerLeftQueue),
-        ({"Event": "QueueCallerAbandon", "Uniqueid": "u1", "Queue": "112-jena", "HoldTime": "9"},
-         events.CallerAbandonedQueue),
+        (
+            {"Event": "QueueCallerAbandon", "Uniqueid": "u1", "Queue": "112-jena", "HoldTime": "9"},
+            events.CallerAbandonedQueue,
+        ),
         ({"Event": "AgentCalled", "Uniqueid": "u1", "MemberName": "jena-d1"}, events.DispatcherRinging),
         ({"Event": "AgentComplete", "Uniqueid": "u1", "TalkTime": "30", "Reason": "caller"}, events.CallCompleted),
         ({"Event": "Hangup", "Uniqueid": "u1", "Cause": "16"}, events.ChannelHungUp),
-        ({"Event": "QueueMemberStatus", "Queue": "112-jena", "MemberName": "jena-d1", "Status": "1"},
-         events.DispatcherStateChanged),
-        ({"Event": "QueueMember", "Queue": "112-jena", "Name": "jena-d2", "Status": "5"}, events.DispatcherStateChanged),
+        (
+            {"Event": "QueueMemberStatus", "Queue": "112-jena", "MemberName": "jena-d1", "Status": "1"},
+            events.DispatcherStateChanged,
+        ),
+        (
+            {"Event": "QueueMember", "Queue": "112-jena", "Name": "jena-d2", "Status": "5"},
+            events.DispatcherStateChanged,
+        ),
         # header names are case-insensitive on the wire
         ({"event": "hangup", "uniqueid": "u1"}, events.ChannelHungUp),
     ],

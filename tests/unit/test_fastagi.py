@@ -23,9 +23,7 @@ REQUEST = (
 )
 
 
-async def asterisk_side(
-    port: int, request: str = REQUEST, variables: dict[str, str] | None = None
-) -> dict[str, str]:
+async def asterisk_side(port: int, request: str = REQUEST, variables: dict[str, str] | None = None) -> dict[str, str]:
     """Play Asterisk: send the request, answer GET VARIABLE, record SET VARIABLE."""
     variables = variables or {"V112_CALL_ID": "jena-1.1", "V112_CALLER": "+4936411234567"}
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -61,7 +59,7 @@ async def server_with() -> AsyncIterator:
     servers: list[FastAgiServer] = []
 
     async def make(handler, deadline: float = 0.3) -> FastAgiServer:
-        server = FastAgiServer(handler, FALLBACK, "127.0.0.1", 0, deadline)
+        server = FastAgiServer(handler, fallback=FALLBACK, host="127.0.0.1", port=0, deadline=deadline)
         servers.append(server)
         return await start(server)
 

@@ -34,7 +34,7 @@ def test_supported_shapes(text: str, expected: Position) -> None:
         ('shape="Point",crs="4d",pos="50.9 11.5"', "crs"),
         ('shape="Sphere",pos="50.9 11.5"', "not supported"),
         ('shape=Circle,pos="50.9 11.5"', "key="),
-        ('<script>alert(1)</script>', "key="),
+        ("<script>alert(1)</script>", "key="),
     ],
 )
 def test_garbage_is_refused_with_a_reason(text: str, reason: str) -> None:

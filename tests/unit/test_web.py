@@ -25,10 +25,10 @@ async def service() -> AsyncIterator[Service]:
     [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic dDpk"}, {"Authorization": "Bearer "}],
 )
 async def test_no_valid_token_no_access(service: Service, path: str, headers: dict) -> None:
-    async with aiohttp.ClientSession(timeout=TIMEOUT) as client:
-        async with client.get(f"http://127.0.0.1:{service.web_port}{path}", headers=headers) as response:
-            assert response.status == 401
-            assert "token" in (await response.json())["error"]
+    url = f"http://127.0.0.1:{service.web_port}{path}"
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as client, client.get(url, headers=headers) as response:
+        assert response.status == 401
+        assert "token" in (await response.json())["error"]
 
 
 async def test_status_with_a_read_token(service: Service) -> None:
@@ -47,7 +47,7 @@ async def test_status_with_a_read_token(service: Service) -> None:
 
 async def test_unknown_path_with_a_token_is_a_json_404(service: Service) -> None:
     headers = {"Authorization": "Bearer t-admin-0123456789"}
-    async with aiohttp.ClientSession(timeout=TIMEOUT) as client:
-        async with client.get(f"http://127.0.0.1:{service.web_port}/nowhere", headers=headers) as response:
-            assert response.status == 404
-            assert "error" in await response.json()
+    url = f"http://127.0.0.1:{service.web_port}/nowhere"
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as client, client.get(url, headers=headers) as response:
+        assert response.status == 404
+        assert "error" in await response.json()

@@ -65,6 +65,7 @@ def make_answerer(seat: str, max_talk: float):  # type: ignore[no-untyped-def]
 
 def main(argv: list[str] | None = None) -> int:
     import os
+
     pyVoIP.DEBUG = bool(os.environ.get("DESK_DEBUG"))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--server", required=True, help="Asterisk SIP address host:port")

@@ -236,7 +236,9 @@ class Desks:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise LabError(f"desks of {self.site.values.name}: no matching event within {timeout} s; saw {self.seen}")
+                raise LabError(
+                    f"desks of {self.site.values.name}: no matching event within {timeout} s; saw {self.seen}"
+                )
             try:
                 event = self.events.get(timeout=remaining)
             except queue.Empty:
@@ -251,13 +253,11 @@ class Desks:
         if failed or set(ready.get("seats", [])) != set(self.seats):
             raise LabError(f"desks failed to register: {failed}")
         # Asterisk's queue sees a desk only once its device state says so.
-        wait_until(self._all_available, 10, "desks available in the queue")
+        wait_until(self.all_available, 10, "desks available in the queue")
 
-    def _all_available(self) -> bool:
+    def all_available(self) -> bool:
         shown = self.site.cli(f"queue show {self.site.values.queue}")
-        return all(
-            any(seat in line and "Not in use" in line for line in shown.splitlines()) for seat in self.seats
-        )
+        return all(any(seat in line and "Not in use" in line for line in shown.splitlines()) for seat in self.seats)
 
     def stop(self) -> None:
         stop_process(self.process.pid, timeout=5)
@@ -270,6 +270,7 @@ class Desks:
 def sipp_call(
     site: AsteriskSite,
     caller: str,
+    *,
     talk_ms: int = 1000,
     position: tuple[float, float, float] | None = None,
     timeout_s: int = 120,
@@ -390,8 +391,10 @@ def up(seats_per_site: int = 2, log: Callable[[str], None] = print) -> LabState:
             service = _start_service(verbund, name, directory)
             processes.append({"role": f"service-{name}", "pid": service.pid, "marker": "verbund112"})
             desks = Desks(site, site.values.dispatchers[:seats_per_site], log_file=directory / f"{name}-desks.log")
-            processes.append({"role": f"desks-{name}", "pid": desks.process.pid, "marker": "verbund112.lab.dispatchers"})
-            wait_until(lambda d=desks: d._all_available(), 30, f"desks of {name}", desks.process)
+            processes.append(
+                {"role": f"desks-{name}", "pid": desks.process.pid, "marker": "verbund112.lab.dispatchers"}
+            )
+            wait_until(desks.all_available, 30, f"desks of {name}", desks.process)
             state.sites[name] = {
                 "carrier_sip": f"{CARRIER_ADDRESS} -> {LOOPBACK}:{site.values.sip_port}",
                 "sip_port": site.values.sip_port,

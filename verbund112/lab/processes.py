@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +64,12 @@ def tcp_accepts(port: int, host: str = LOOPBACK) -> bool:
     return False
 
 
-def wait_until(condition, timeout: float, what: str, process: subprocess.Popen | None = None) -> None:  # type: ignore[type-arg]
+def wait_until(
+    condition: Callable[[], bool],
+    timeout: float,
+    what: str,
+    process: subprocess.Popen | None = None,  # type: ignore[type-arg]
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
@@ -199,7 +205,8 @@ class AsteriskSite:
         conf = f"{self.inner_dir}/etc/asterisk.conf"
         with (self.host_dir / "console.log").open("ab") as console:
             process = subprocess.Popen(
-                ["chroot", str(self.root), "/usr/sbin/asterisk", "-C", conf, "-f", "-n", "-U", "asterisk", "-G", "asterisk"],
+                ["chroot", str(self.root), "/usr/sbin/asterisk", "-C", conf, "-f", "-n",
+                 "-U", "asterisk", "-G", "asterisk"],
                 stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         self.process = process
