@@ -1,0 +1,61 @@
+"""`verbund112 serve` as a process: it starts, serves, and stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+from verbund112.lab.processes import free_tcp_port, wait_until
+
+
+def test_serve_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
+    web_port = free_tcp_port()
+    config = tmp_path / "jena.yaml"
+    config.write_text(
+        f"site: jena\nami:\n  port: {free_tcp_port()}\nfastagi:\n  port: {free_tcp_port()}\n"
+        f"redis:\n  url: redis://127.0.0.1:{free_tcp_port()}/0\nweb:\n  port: {web_port}\n"
+    )
+    env = {**os.environ, "VERBUND112_WEB__TOKENS": json.dumps({"token-for-this-test": "read"})}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "verbund112", "serve", "--config", str(config)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+    )  # fmt: skip
+
+    def answering() -> bool:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{web_port}/api/v1/status", headers={"Authorization": "Bearer token-for-this-test"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=1) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    try:
+        wait_until(answering, 15, "verbund112 serve", process)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=15)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0
+    log = output.decode()
+    assert "verbund112 jena stopping" in log
+    assert "verbund112 jena stopped" in log
+
+
+def test_serve_refuses_a_bad_configuration_with_the_field_named(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("fastagi:\n  port: -4\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "verbund112", "serve", "--config", str(config)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "fastagi.port" in result.stderr
