@@ -73,3 +73,24 @@ def parse_location_info(text: str, method: str = "") -> Position:
             raise LocationError(f"radius out of range: {radius}")
         return Position(lat, lon, radius, shape, method)
     raise LocationError(f"shape {shape or '(none)'!r} is not supported yet")
+
+
+_CELL_PARAMETERS = ("utran-cell-id-3gpp", "e-utran-cell-id-3gpp", "cgi-3gpp", "nrcgi")
+_CELL_ID = re.compile(r"^[0-9A-Fa-f]{5,40}$")
+
+
+def parse_access_network_info(header: str) -> str:
+    """The cell id from a P-Access-Network-Info header (RFC 7315), upper case.
+
+    '3GPP-E-UTRAN-FDD; utran-cell-id-3gpp=2620100A1B2C3D4E' -> '2620100A1B2C3D4E'
+    """
+    if not header or len(header) > 512:
+        raise LocationError("P-Access-Network-Info is empty or too long")
+    for part in header.split(";")[1:]:
+        name, _, value = part.strip().partition("=")
+        if name.strip().lower() in _CELL_PARAMETERS:
+            value = value.strip().strip('"')
+            if not _CELL_ID.match(value):
+                raise LocationError(f"cell id is not hexadecimal: {value[:24]!r}")
+            return value.upper()
+    raise LocationError("P-Access-Network-Info carries no cell id")

@@ -20,11 +20,14 @@ import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
 
-from routing.decision import CallFacts, Decision, Route, decide
-from routing.location import LocationError, Position, parse_location_info
+from routing.decision import CallFacts, Decision, Route, SiteStates, decide
+from routing.location import LocationError, Position, parse_access_network_info, parse_location_info
+from routing.numbers import NumberError, to_e164
 from telephony import events
 from telephony.ami import AmiClient, AmiError
 from telephony.fastagi import AgiReply, AgiSession, FastAgiServer
+from verbund112 import stores
+from verbund112.rules_holder import RulesChange, RulesHolder
 from verbund112.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,7 +43,7 @@ class CallRouted:
     call_id: str
     uniqueid: str
     caller_number: str
-    position: Position | None
+    position: Position | None  # the PIDF-LO position of the INVITE, if any
     location_problem: str
     decision: Decision
 
@@ -115,6 +118,10 @@ class Service:
             socket_connect_timeout=settings.redis.timeout,
         )
         self.redis_ok = False
+        self.rules = RulesHolder(settings.rules_file)
+        self.rules.load_initial()
+        self.partner_alive = False
+        self._call_records: asyncio.Queue[tuple[str, dict[str, object]]] = asyncio.Queue(maxsize=10000)
         self.metrics.ami_connected.set_function(lambda: 1.0 if self.ami.connected.is_set() else 0.0)
         self.metrics.redis_up.set_function(lambda: 1.0 if self.redis_ok else 0.0)
         self.web_port = settings.web.port
@@ -138,6 +145,7 @@ class Service:
                 owned = [
                     tasks.create_task(self.ami.run(), name="ami"),
                     tasks.create_task(self._heartbeat(), name="heartbeat"),
+                    tasks.create_task(self._write_call_records(), name="call-records"),
                 ]
                 self.started.set()
                 log.info(
@@ -164,27 +172,117 @@ class Service:
         call_id = await session.get_variable("V112_CALL_ID") or request.uniqueid
         structlog.contextvars.bind_contextvars(call_id=call_id, site=self.settings.site)
         try:
-            caller = await session.get_variable("V112_CALLER") or ""
-            position, problem = None, ""
-            if (await session.get_variable("V112_GEO_HEADER_LEN") or "0") not in ("", "0"):
-                info = await session.get_variable("V112_GEO_LOCATION") or ""
-                method = await session.get_variable("V112_GEO_METHOD") or ""
-                try:
-                    position = parse_location_info(info, method)
-                except LocationError as exc:
-                    problem = str(exc)
-                    log.warning("PIDF-LO location of the call ignored: %s", problem)
-            decision = decide(CallFacts(self.settings.site, call_id, caller, position, problem))
+            facts, position, problem = await self._call_facts(session, call_id)
+            rules = self.rules.rules
+            if rules is None:
+                raise ValueError("no valid routing rules loaded")
+            decision = decide(facts, rules, self._site_states())
             self.hub.publish(
-                CallRouted(self.settings.site, call_id, request.uniqueid, caller, position, problem, decision)
-            )
-            log.info("call routed %s: %s", decision.route.value, decision.reason)
-            if position is not None:
-                # Positions are personal data: DEBUG only.
-                log.debug("caller position %.5f %.5f r=%.0f m", position.lat, position.lon, position.radius_m)
-            return AgiReply((("V112_ROUTE", decision.route.value),))
+                CallRouted(self.settings.site, call_id, request.uniqueid, facts.caller_number, position, problem,
+                           decision)
+            )  # fmt: skip
+            log.info("call routed %s to %s: %s", decision.route.value, decision.centre, decision.reason)
+            self._remember_call(call_id, facts, decision)
+            reply = [("V112_ROUTE", decision.route.value), ("V112_CENTRE", decision.centre)]
+            if decision.external_number:
+                reply.append(("V112_TARGET_NUMBER", decision.external_number))
+            return AgiReply(tuple(reply))
         finally:
             structlog.contextvars.unbind_contextvars("call_id", "site")
+
+    async def _call_facts(self, session: AgiSession, call_id: str) -> tuple[CallFacts, Position | None, str]:
+        """Everything known about the call's location, each source read defensively."""
+        caller = await session.get_variable("V112_CALLER") or ""
+        position, problem = None, ""
+        if (await session.get_variable("V112_GEO_HEADER_LEN") or "0") not in ("", "0"):
+            info = await session.get_variable("V112_GEO_LOCATION") or ""
+            method = await session.get_variable("V112_GEO_METHOD") or ""
+            try:
+                position = parse_location_info(info, method)
+            except LocationError as exc:
+                problem = str(exc)
+                log.warning("PIDF-LO location of the call ignored: %s", problem)
+        cell_id = None
+        if pani := await session.get_variable("V112_PANI"):
+            try:
+                cell_id = parse_access_network_info(pani)
+            except LocationError as exc:
+                log.warning("P-Access-Network-Info of the call ignored: %s", exc)
+        now = time.time()
+        aml = None
+        try:
+            aml = await stores.latest_aml_fix(self.redis, to_e164(caller), self.settings.redis.timeout / 5)
+        except NumberError:
+            pass  # the decision notes the unusable number
+        except stores.StoreError as exc:
+            log.warning("AML store not read for this call: %s", exc)
+        facts = CallFacts(self.settings.site, call_id, caller, position, problem, aml, cell_id, now)
+        if position is not None:
+            # Positions are personal data: DEBUG only.
+            log.debug("caller position %.5f %.5f r=%.0f m", position.lat, position.lon, position.radius_m)
+        return facts, position, problem
+
+    def _site_states(self) -> SiteStates:
+        alive = {self.settings.site}
+        if self.partner_alive:
+            alive.add(self.settings.partner)
+        return SiteStates(frozenset(alive))
+
+    def _remember_call(self, call_id: str, facts: CallFacts, decision: Decision) -> None:
+        """Queue the call's data for Redis, so the partner that takes the call knows it."""
+        record: dict[str, object] = {
+            "call_id": call_id,
+            "entry_site": facts.site,
+            "caller": decision.caller_e164 or facts.caller_number,
+            "routed_to": decision.centre,
+            "route": decision.route.value,
+            "reason": decision.reason,
+            "certain": decision.certain,
+            "flags": list(decision.flags),
+            "location": None,
+        }
+        if decision.location is not None:
+            used = decision.location
+            record["location"] = {
+                "source": used.source,
+                "district": used.district,
+                "ags": used.ags,
+                "share": used.share,
+                "position": None if used.position is None else {
+                    "lat": used.position.lat, "lon": used.position.lon, "radius_m": used.position.radius_m,
+                    "method": used.position.method,
+                },
+            }  # fmt: skip
+        with contextlib.suppress(asyncio.QueueFull):
+            self._call_records.put_nowait((call_id, record))
+
+    async def _write_call_records(self) -> None:
+        while True:
+            call_id, record = await self._call_records.get()
+            try:
+                await stores.save_call(self.redis, call_id, record, self.settings.redis.timeout)
+            except stores.StoreError as exc:
+                log.warning("call record not stored: %s", exc)
+
+    async def reload_rules(self, who: str, text: str | None = None, dry_run: bool = False) -> RulesChange:
+        """Reload from disk (text None) or replace with uploaded text; audited in Redis."""
+        action = "reload" if text is None else ("dry-run" if dry_run else "upload")
+        try:
+            change = self.rules.reload() if text is None else self.rules.replace(text, dry_run)
+        except Exception as exc:
+            await self._audit({"who": who, "action": action, "result": "refused", "problems": str(exc)[:4000]})
+            raise
+        await self._audit(
+            {"who": who, "action": action, "result": "applied" if change.applied else "validated",
+             "old": change.old_digest, "new": change.new_digest, "changes": change.changes[:200]}
+        )  # fmt: skip
+        return change
+
+    async def _audit(self, entry: dict[str, object]) -> None:
+        try:
+            await stores.append_audit(self.redis, {"site": self.settings.site, **entry}, self.settings.redis.timeout)
+        except stores.StoreError as exc:
+            log.error("rules audit entry not stored (%s): %s", exc, entry)
 
     def _on_agi_done(self, outcome: str, seconds: float) -> None:
         self.metrics.agi_requests.labels(outcome).inc()
@@ -202,15 +300,32 @@ class Service:
 
     # -- Redis ----------------------------------------------------------------
 
+    def _note_partner(self, raw: bytes | None) -> None:
+        alive = False
+        if raw is not None:
+            with contextlib.suppress(ValueError, TypeError, KeyError):
+                beat = json.loads(raw)
+                alive = (
+                    bool(beat["ami_connected"]) and time.time() - float(beat["at"]) < self.settings.redis.heartbeat_ttl
+                )
+        if alive != self.partner_alive:
+            log.info("partner %s is %s", self.settings.partner, "reporting" if alive else "NOT reporting")
+        self.partner_alive = alive
+
     async def _heartbeat(self) -> None:
         """This site's liveness in Redis; the partner reads it (stale = unknown)."""
-        key = f"v112:site:{self.settings.site}:heartbeat"
+        key = stores.heartbeat_key(self.settings.site)
+        partner_key = stores.heartbeat_key(self.settings.partner)
         ttl_ms = int(self.settings.redis.heartbeat_ttl * 1000)
         while True:
             value = json.dumps({"at": time.time(), "ami_connected": self.ami.connected.is_set()})
             try:
                 async with asyncio.timeout(self.settings.redis.timeout):
-                    await self.redis.set(key, value, px=ttl_ms)
+                    pipe = self.redis.pipeline(transaction=False)
+                    pipe.set(key, value, px=ttl_ms)
+                    pipe.get(partner_key)
+                    _, partner = await pipe.execute()
+                self._note_partner(partner)
                 if not self.redis_ok:
                     log.info("Redis reachable")
                 self.redis_ok = True
@@ -218,6 +333,7 @@ class Service:
                 if self.redis_ok:
                     log.warning("Redis unreachable: %s (calls are not affected)", exc or type(exc).__name__)
                 self.redis_ok = False
+                self._note_partner(None)  # without Redis the partner is unknown, never "idle"
             await asyncio.sleep(self.settings.redis.heartbeat_interval)
 
 

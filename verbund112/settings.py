@@ -63,13 +63,20 @@ class RedisSettings(_Section):
     heartbeat_ttl: float = Field(default=2.0, gt=0, description="partner counts as unknown after this")
 
 
+class TokenGrant(_Section):
+    """What a bearer token may do, and whose it is (the audit trail names it)."""
+
+    role: Role
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._@-]{1,64}$")]
+
+
 class WebSettings(_Section):
     """HTTP API (and later the dispatcher pages). Every request needs a token."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8112, ge=0, le=65535)
-    # token -> role; set through VERBUND112_WEB__TOKENS='{"<token>": "admin"}'
-    tokens: dict[SecretStr, Role] = {}
+    # token -> grant; VERBUND112_WEB__TOKENS='{"<token>": {"role": "admin", "name": "alice"}}'
+    tokens: dict[SecretStr, TokenGrant] = {}
 
 
 class LogSettings(_Section):
@@ -88,6 +95,7 @@ class Settings(BaseSettings):
     site: SiteName = "jena"
     partner: SiteName = "gera"
     local_queue: str = Field(default="", description="defaults to 112-<site>")
+    rules_file: Path | None = Field(default=None, description="routing rules; default: the shipped rules/")
     ami: AmiSettings = AmiSettings()
     fastagi: FastAgiSettings = FastAgiSettings()
     redis: RedisSettings = RedisSettings()

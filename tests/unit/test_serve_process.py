@@ -20,7 +20,10 @@ def test_serve_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
         f"site: jena\nami:\n  port: {free_tcp_port()}\nfastagi:\n  port: {free_tcp_port()}\n"
         f"redis:\n  url: redis://127.0.0.1:{free_tcp_port()}/0\nweb:\n  port: {web_port}\n"
     )
-    env = {**os.environ, "VERBUND112_WEB__TOKENS": json.dumps({"token-for-this-test": "read"})}
+    env = {
+        **os.environ,
+        "VERBUND112_WEB__TOKENS": json.dumps({"token-for-this-test": {"role": "read", "name": "test"}}),
+    }
     process = subprocess.Popen(
         [sys.executable, "-m", "verbund112", "serve", "--config", str(config)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,

@@ -121,7 +121,13 @@ class Verbund:
             },
             "fastagi": {"port": self.ports[name].fastagi},
             "redis": {"url": self.redis.url},
-            "web": {"port": self.ports[name].web, "tokens": {self.web_token: "admin", self.read_token: "read"}},
+            "web": {
+                "port": self.ports[name].web,
+                "tokens": {
+                    self.web_token: {"role": "admin", "name": "lab-admin"},
+                    self.read_token: {"role": "read", "name": "lab-reader"},
+                },
+            },
         }
 
     def stop(self) -> None:

@@ -1,0 +1,265 @@
+"""The routing rules telecom admins tune: one YAML file, validated, loaded as frozen data.
+
+``load_rules(path)`` reads the file and the data files it names (relative to
+it), validates everything and returns ``Rules`` with the district index
+built. Every error names the file, the line and the field. A service keeps its
+last good rules when a new file fails (see verbund112.rules_holder).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+
+from routing.areas import AreaDataError, DistrictIndex
+from routing.numbers import NumberError, to_e164
+
+Ags = Annotated[str, StringConstraints(pattern=r"^[0-9]{5}$")]
+CentreId = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
+AreaCode = Annotated[str, StringConstraints(pattern=r"^0[1-9][0-9]{1,4}$")]
+Source = Literal["pidf", "aml", "cell", "area_code", "trunk"]
+DEFAULT_PRIORITY: tuple[Source, ...] = ("pidf", "aml", "cell", "area_code", "trunk")
+
+
+class RulesError(ValueError):
+    """The rules cannot be used. ``problems`` lists each as 'file:line: field: message'."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SiteRule(_Frozen):
+    queue: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
+
+
+class ExternalTarget(_Frozen):
+    """A Leitstelle outside the Verbund, reached over the carrier trunk."""
+
+    name: str = Field(min_length=1, max_length=80)
+    number: str | None = None  # E.164; None: no forwarding, answered locally and flagged
+
+    @model_validator(mode="after")
+    def _e164(self) -> ExternalTarget:
+        if self.number is not None:
+            try:
+                normalised = to_e164(self.number)
+            except NumberError as exc:
+                raise ValueError(f"number: {exc}") from exc
+            if normalised != self.number:
+                raise ValueError(f"number must be written in E.164 ({normalised})")
+        return self
+
+
+class Areas(_Frozen):
+    polygons: str = "districts.geojson"
+    ags_property: str = "AGS"
+    name_property: str = "name"
+    # district (AGS) -> centre (a Verbund site or an external target)
+    districts: dict[Ags, CentreId]
+    # share of the uncertainty circle below which a decision is marked uncertain
+    certain_share: float = Field(default=0.9, gt=0.5, le=1.0)
+
+
+class CellEntry(_Frozen):
+    ags: Ags | None = None
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lon: float | None = Field(default=None, ge=-180, le=180)
+    radius_m: float = Field(default=2000, gt=0, le=100_000)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> CellEntry:
+        if (self.ags is None) == (self.lat is None or self.lon is None):
+            raise ValueError("a cell has either an ags or a lat/lon position")
+        return self
+
+
+class RulesFile(_Frozen):
+    """The schema of the rules file."""
+
+    version: Literal[1] = 1
+    sites: dict[CentreId, SiteRule] = Field(min_length=1)
+    external_targets: dict[CentreId, ExternalTarget] = {}
+    areas: Areas
+    area_codes: dict[AreaCode, Ags] | str = "area_codes.yaml"
+    cells: dict[str, CellEntry] | str = {}
+    source_priority: tuple[Source, ...] = DEFAULT_PRIORITY
+    aml_max_age_s: int = Field(default=600, ge=1, le=3600)
+    decision_deadline_ms: int = Field(default=150, ge=10, le=1000)
+    overflow: dict[str, Any] = {}  # reserved for the overflow settings
+
+
+@dataclass(frozen=True)
+class Rules:
+    """Validated rules with their data loaded: what the routing decision reads."""
+
+    spec: RulesFile
+    index: DistrictIndex
+    area_codes: dict[str, str]  # national prefix ("0365") -> AGS
+    cells: dict[str, CellEntry]
+    source: str  # file path the rules came from
+    digest: str  # sha256 of the rules file and its data files
+
+    def centre_of(self, ags: str) -> str | None:
+        return self.spec.areas.districts.get(ags)
+
+    def district_name(self, ags: str) -> str:
+        district = self.index.by_ags.get(ags)
+        return district.name if district else ags
+
+
+# -- loading with line numbers ----------------------------------------------------
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that remembers the line of every mapping key, by path."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    mapping = yaml.SafeLoader.construct_mapping(loader, node, deep=True)
+    lines = {}
+    for key_node, _ in node.value:
+        lines[key_node.value] = key_node.start_mark.line + 1
+    mapping["__lines__"] = lines  # removed again by _strip_lines
+    mapping["__line__"] = node.start_mark.line + 1
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _strip_lines(data: Any, path: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> Any:
+    if isinstance(data, dict):
+        own = data.pop("__lines__", {})
+        start = data.pop("__line__", 0)
+        lines[path] = start
+        for key, line in own.items():
+            lines[(*path, key)] = line
+        return {key: _strip_lines(value, (*path, key), lines) for key, value in data.items()}
+    if isinstance(data, list):
+        return [_strip_lines(value, (*path, i), lines) for i, value in enumerate(data)]
+    return data
+
+
+def _read_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise RulesError([f"{path}: cannot read: {exc.strerror or exc}"]) from exc
+    try:
+        raw = yaml.load(text, Loader=_LineLoader)  # a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise RulesError([f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from exc
+    lines: dict[tuple[Any, ...], int] = {}
+    return _strip_lines(raw, (), lines), lines
+
+
+def _problems(path: Path, error: ValidationError, lines: dict[tuple[Any, ...], int]) -> list[str]:
+    problems = []
+    for item in error.errors():
+        loc = tuple(part for part in item["loc"] if not (isinstance(part, str) and part.startswith("function-")))
+        line = 0
+        for cut in range(len(loc), -1, -1):
+            if loc[:cut] in lines:
+                line = lines[loc[:cut]]
+                break
+        field = ".".join(str(part) for part in loc) or "(top level)"
+        problems.append(f"{path}:{line}: {field}: {item['msg']}")
+    return problems
+
+
+def load_rules(path: Path | str) -> Rules:
+    """Read, validate and load a rules file and the data files it names."""
+    path = Path(path)
+    data, lines = _read_yaml(path)
+    if not isinstance(data, dict):
+        raise RulesError([f"{path}:1: the rules file must be a mapping"])
+    try:
+        spec = RulesFile.model_validate(data)
+    except ValidationError as exc:
+        raise RulesError(_problems(path, exc, lines)) from exc
+    base = path.parent
+    digest = hashlib.sha256(path.read_bytes())
+    problems = _reference_problems(spec, path, lines)
+
+    polygons = base / spec.areas.polygons
+    index = None
+    try:
+        index = DistrictIndex.from_geojson(polygons, spec.areas.ags_property, spec.areas.name_property)
+        digest.update(polygons.read_bytes())
+    except AreaDataError as exc:
+        problems.append(f"{path}:{lines.get(('areas', 'polygons'), 0)}: areas.polygons: {exc}")
+    if index is not None:
+        missing = sorted(set(spec.areas.districts) - set(index.by_ags))
+        if missing:
+            line = lines.get(("areas", "districts"), 0)
+            problems.append(f"{path}:{line}: areas.districts: AGS not in {polygons.name}: {', '.join(missing)}")
+
+    area_codes: dict[str, str] = (
+        _load_table(base / spec.area_codes, "area_codes", _AreaCodeTable, problems, digest)
+        if isinstance(spec.area_codes, str)
+        else dict(spec.area_codes)
+    )
+    cells: dict[str, CellEntry] = (
+        _load_table(base / spec.cells, "cells", _CellTable, problems, digest)
+        if isinstance(spec.cells, str)
+        else dict(spec.cells)
+    )
+    if index is not None:
+        for code, ags in area_codes.items():
+            if ags not in index.by_ags:
+                problems.append(f"{path}: area_codes: {code} names AGS {ags}, which has no polygon")
+    if problems or index is None:
+        raise RulesError(problems)
+    return Rules(spec, index, area_codes, cells, str(path), digest.hexdigest())
+
+
+def _reference_problems(spec: RulesFile, path: Path, lines: dict[tuple[Any, ...], int]) -> list[str]:
+    problems = []
+    centres = set(spec.sites) | set(spec.external_targets)
+    for ags, centre in spec.areas.districts.items():
+        if centre not in centres:
+            line = lines.get(("areas", "districts", ags), 0)
+            problems.append(f"{path}:{line}: areas.districts.{ags}: unknown centre {centre!r} "
+                            "(not in sites or external_targets)")  # fmt: skip
+    for centre in sorted(set(spec.sites) & set(spec.external_targets)):
+        problems.append(f"{path}:{lines.get(('external_targets', centre), 0)}: external_targets.{centre}: "
+                        "is a site too")  # fmt: skip
+    line = lines.get(("source_priority",), 0)
+    if not spec.source_priority or spec.source_priority[-1] != "trunk":
+        problems.append(f"{path}:{line}: source_priority: must end with trunk, the last resort")
+    if len(set(spec.source_priority)) != len(spec.source_priority):
+        problems.append(f"{path}:{line}: source_priority: lists a source twice")
+    return problems
+
+
+class _AreaCodeTable(_Frozen):
+    area_codes: dict[AreaCode, Ags]
+
+
+class _CellTable(_Frozen):
+    cells: dict[str, CellEntry]
+
+
+def _load_table(path: Path, key: str, model: type[BaseModel], problems: list[str], digest: Any) -> dict[str, Any]:
+    try:
+        data, lines = _read_yaml(path)
+        table = model.model_validate(data)
+        digest.update(path.read_bytes())
+        return dict(getattr(table, key))
+    except RulesError as exc:
+        problems.extend(exc.problems)
+    except ValidationError as exc:
+        problems.extend(_problems(path, exc, lines))
+    return {}

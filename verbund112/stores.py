@@ -1,0 +1,111 @@
+"""What the service keeps in Redis, and the key of each thing in one place.
+
+- ``v112:aml:<e164>``: the AML fixes of a calling number, newest first (a list
+  of JSON objects); the whole key expires at most 60 minutes after the last fix.
+- ``v112:call:<call id>``: what the entry site knew about a call (caller,
+  location, decision), for the partner that takes it over; 60 minutes.
+- ``v112:rules:audit``: who changed the routing rules, when and what (newest first).
+- ``v112:site:<site>:heartbeat``: a site's liveness (see Service._heartbeat).
+
+Caller positions are personal data: nothing here lives longer than 60 minutes.
+Every call has a timeout; callers decide what a failure means (never a failed call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from routing.decision import AmlFix
+from routing.location import Position
+
+PERSONAL_DATA_TTL_S = 3600
+AUDIT_KEY = "v112:rules:audit"
+AUDIT_KEEP = 1000
+
+
+def aml_key(e164: str) -> str:
+    return f"v112:aml:{e164}"
+
+
+def call_key(call_id: str) -> str:
+    return f"v112:call:{call_id}"
+
+
+def heartbeat_key(site: str) -> str:
+    return f"v112:site:{site}:heartbeat"
+
+
+class StoreError(Exception):
+    """Redis did not answer in time or at all."""
+
+
+async def _guarded(coro: Any, within: float) -> Any:
+    try:
+        async with asyncio.timeout(within):
+            return await coro
+    except (TimeoutError, OSError, aioredis.RedisError) as exc:
+        raise StoreError(str(exc) or type(exc).__name__) from exc
+
+
+async def latest_aml_fix(redis: aioredis.Redis, e164: str, within: float) -> AmlFix | None:
+    raw = await _guarded(redis.lindex(aml_key(e164), 0), within)
+    if raw is None:
+        return None
+    try:
+        fix = json.loads(raw)
+        position = Position(float(fix["lat"]), float(fix["lon"]), float(fix["radius_m"]), "Circle", str(fix["method"]))
+        when = float(fix["time"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StoreError(f"unreadable AML fix for the number: {exc}") from exc
+    if not all(math.isfinite(v) for v in (position.lat, position.lon, position.radius_m, when)):
+        raise StoreError("unreadable AML fix for the number: not finite")
+    return AmlFix(position, when)
+
+
+async def add_aml_fix(
+    redis: aioredis.Redis, e164: str, fix: AmlFix, within: float, ttl_s: int = PERSONAL_DATA_TTL_S
+) -> None:
+    """Prepend a fix to the number's trail (used by the AML intake and the tests)."""
+    value = json.dumps(
+        {
+            "lat": fix.position.lat,
+            "lon": fix.position.lon,
+            "radius_m": fix.position.radius_m,
+            "method": fix.position.method,
+            "time": fix.time,
+        }
+    )
+    key = aml_key(e164)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.lpush(key, value)
+        pipe.ltrim(key, 0, 99)
+        pipe.expire(key, min(ttl_s, PERSONAL_DATA_TTL_S))
+        await _guarded(pipe.execute(), within)
+
+
+async def save_call(redis: aioredis.Redis, call_id: str, record: dict[str, Any], within: float) -> None:
+    await _guarded(redis.set(call_key(call_id), json.dumps(record), ex=PERSONAL_DATA_TTL_S), within)
+
+
+async def load_call(redis: aioredis.Redis, call_id: str, within: float) -> dict[str, Any] | None:
+    raw = await _guarded(redis.get(call_key(call_id)), within)
+    return json.loads(raw) if raw else None
+
+
+async def append_audit(redis: aioredis.Redis, entry: dict[str, Any], within: float) -> None:
+    entry = {"at": time.time(), **entry}
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.lpush(AUDIT_KEY, json.dumps(entry))
+        pipe.ltrim(AUDIT_KEY, 0, AUDIT_KEEP - 1)
+        await _guarded(pipe.execute(), within)
+
+
+async def read_audit(redis: aioredis.Redis, within: float, count: int = 100) -> list[dict[str, Any]]:
+    raw = await _guarded(redis.lrange(AUDIT_KEY, 0, count - 1), within)
+    return [json.loads(item) for item in raw]
