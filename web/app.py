@@ -1,19 +1,37 @@
 """aiohttp application of the service. Every route needs a bearer token.
 
-Tokens and their roles come from settings.web.tokens (read or admin). A
-missing or unknown token gets 401, a token without the role 403; both are
-logged without the token itself.
+Tokens come from settings.web.tokens, each with a role (read or admin) and a
+name (the audit trail names who changed the rules). A missing or unknown token
+gets 401, a token without the role 403; both are logged without the token.
+
+Routes:
+- GET  /api/v1/status            read   the site's health
+- GET  /metrics                  read   Prometheus metrics
+- GET  /api/v1/rules             read   the rules in force
+- PUT  /api/v1/rules[?dry_run=1] admin  upload new rules (YAML body): validated, then swapped in
+- POST /api/v1/rules/reload      admin  re-read the rules file from disk
+- POST /api/v1/rules/simulate    read   where would this call go (JSON body)
+- GET  /api/v1/rules/audit       read   who changed the rules, when, what
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import prometheus_client as prom
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from routing.decision import AmlFix
+from routing.location import LocationError, Position
+from routing.rules import RulesError
+from routing.simulation import as_dict, explain, simulate
+from verbund112 import stores
+from verbund112.settings import TokenGrant
 
 if TYPE_CHECKING:
     from verbund112.service import Service
@@ -21,34 +39,35 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SERVICE: web.AppKey[Service] = web.AppKey("service")
-ROLE = web.RequestKey("role", str)
+GRANT = web.RequestKey("grant", TokenGrant)
 _ROLE_RANK = {"read": 1, "admin": 2}
+MAX_RULES_BYTES = 1024 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+def _error(status: int, message: str, **extra: object) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
 
 
-def role_of(token: str, tokens: dict) -> str | None:  # type: ignore[type-arg]
-    role = None
-    for secret, secret_role in tokens.items():
-        # compare every token in constant time, so timing says nothing
+def grant_of(token: str, tokens: dict) -> TokenGrant | None:  # type: ignore[type-arg]
+    grant = None
+    for secret, secret_grant in tokens.items():
+        # compare against every token in constant time, so timing says nothing
         if hmac.compare_digest(secret.get_secret_value().encode(), token.encode()):
-            role = secret_role
-    return role
+            grant = secret_grant
+    return grant
 
 
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    role = role_of(token.strip(), request.app[SERVICE].settings.web.tokens) if scheme.lower() == "bearer" else None
-    if role is None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    tokens = request.app[SERVICE].settings.web.tokens
+    grant = grant_of(token.strip(), tokens) if scheme.lower() == "bearer" and token.strip() else None
+    if grant is None:
         log.warning("HTTP %s %s refused: no valid token (from %s)", request.method, request.path, request.remote)
         return _error(401, "a valid bearer token is required")
-    request[ROLE] = role
+    request[GRANT] = grant
     return await handler(request)
 
 
@@ -65,7 +84,9 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 def require(role: str) -> Callable[[Handler], Handler]:
     def wrap(handler: Handler) -> Handler:
         async def checked(request: web.Request) -> web.StreamResponse:
-            if _ROLE_RANK[request[ROLE]] < _ROLE_RANK[role]:
+            grant = request[GRANT]
+            if _ROLE_RANK[grant.role] < _ROLE_RANK[role]:
+                log.warning("HTTP %s %s refused: %s lacks the %s role", request.method, request.path, grant.name, role)
                 return _error(403, f"this needs the {role} role")
             return await handler(request)
 
@@ -78,6 +99,7 @@ def require(role: str) -> Callable[[Handler], Handler]:
 async def status(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     stats = service.fastagi.stats
+    rules = service.rules.rules
     return web.json_response(
         {
             "site": service.settings.site,
@@ -89,6 +111,8 @@ async def status(request: web.Request) -> web.Response:
                 "rejected": stats.rejected,
             },
             "redis": {"reachable": service.redis_ok},
+            "partner": {"site": service.settings.partner, "reporting": service.partner_alive},
+            "rules": {"digest": rules.digest if rules else None, "last_error": service.rules.last_error},
         }
     )
 
@@ -99,9 +123,126 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": prom.CONTENT_TYPE_LATEST})
 
 
+@require("read")
+async def get_rules(request: web.Request) -> web.Response:
+    holder = request.app[SERVICE].rules
+    rules = holder.rules
+    if rules is None:
+        return _error(503, "no valid rules loaded", problems=holder.last_error)
+    return web.json_response(
+        {
+            "source": rules.source,
+            "digest": rules.digest,
+            "rules": rules.spec.model_dump(mode="json"),
+            "area_codes": len(rules.area_codes),
+            "cells": len(rules.cells),
+            "districts": [{"ags": d.ags, "name": d.name} for d in rules.index.districts],
+        }
+    )
+
+
+@require("admin")
+async def put_rules(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    dry_run = request.query.get("dry_run", "0").lower() in ("1", "true", "yes")
+    if request.content_length is not None and request.content_length > MAX_RULES_BYTES:
+        return _error(413, "rules larger than 1 MB")
+    try:
+        text = (await request.read()).decode("utf-8")
+    except UnicodeDecodeError:
+        return _error(400, "the rules must be UTF-8 YAML")
+    try:
+        change = await service.reload_rules(request[GRANT].name, text=text, dry_run=dry_run)
+    except RulesError as exc:
+        return _error(422, "rules refused; the rules in force are unchanged", problems=exc.problems)
+    return web.json_response(
+        {"applied": change.applied, "old": change.old_digest, "new": change.new_digest, "changes": change.changes}
+    )
+
+
+@require("admin")
+async def reload_rules(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    try:
+        change = await service.reload_rules(request[GRANT].name)
+    except RulesError as exc:
+        return _error(422, "rules refused; the rules in force are unchanged", problems=exc.problems)
+    return web.json_response({"applied": True, "old": change.old_digest, "new": change.new_digest,
+                              "changes": change.changes})  # fmt: skip
+
+
+class SimulationRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    number: str = Field(default="", max_length=40)
+    site: str = Field(max_length=16)
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lon: float | None = Field(default=None, ge=-180, le=180)
+    radius_m: float = Field(default=0.0, ge=0, le=1_000_000)
+    pidf: str | None = Field(default=None, max_length=65536, description="a PIDF-LO document")
+    cell: str | None = Field(default=None, max_length=40)
+    aml_lat: float | None = Field(default=None, ge=-90, le=90)
+    aml_lon: float | None = Field(default=None, ge=-180, le=180)
+    aml_radius_m: float = Field(default=20.0, ge=0, le=1_000_000)
+    aml_age_s: float = Field(default=30.0, ge=0)
+    partner_reporting: bool = True
+
+
+@require("read")
+async def simulate_call(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    rules = service.rules.rules
+    if rules is None:
+        return _error(503, "no valid rules loaded")
+    try:
+        ask = SimulationRequest.model_validate_json(await request.read())
+    except ValidationError as exc:
+        return _error(400, "bad simulation request", problems=[f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                                               for e in exc.errors()])  # fmt: skip
+    if ask.site not in rules.spec.sites:
+        return _error(400, f"unknown site {ask.site!r}")
+    position, problem = _position(ask)
+    now = time.time()
+    aml = None
+    if ask.aml_lat is not None and ask.aml_lon is not None:
+        aml = AmlFix(Position(ask.aml_lat, ask.aml_lon, ask.aml_radius_m, "Circle", "AML"), now - ask.aml_age_s)
+    alive = frozenset(rules.spec.sites) if ask.partner_reporting else frozenset({ask.site})
+    decision = simulate(rules, number=ask.number, site=ask.site, position=position, pidf_problem=problem,
+                        cell_id=ask.cell, aml=aml, alive_sites=alive, now=now)  # fmt: skip
+    return web.json_response({"decision": as_dict(decision), "explanation": explain(decision)})
+
+
+def _position(ask: SimulationRequest) -> tuple[Position | None, str]:
+    if ask.pidf is not None:
+        from routing.pidf import parse_pidf
+
+        try:
+            return parse_pidf(ask.pidf), ""
+        except LocationError as exc:
+            return None, str(exc)
+    if ask.lat is not None and ask.lon is not None:
+        return Position(ask.lat, ask.lon, ask.radius_m, "Circle" if ask.radius_m else "Point", "simulated"), ""
+    return None, ""
+
+
+@require("read")
+async def audit(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    try:
+        entries = await stores.read_audit(service.redis, service.settings.redis.timeout)
+    except stores.StoreError as exc:
+        return _error(503, f"audit trail not readable: {exc}")
+    return web.json_response({"entries": entries})
+
+
 def make_app(service: Service) -> web.Application:
-    app = web.Application(middlewares=[json_errors, authenticate], client_max_size=1024 * 1024)
+    app = web.Application(middlewares=[json_errors, authenticate], client_max_size=MAX_RULES_BYTES + 1024)
     app[SERVICE] = service
     app.router.add_get("/api/v1/status", status)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/v1/rules", get_rules)
+    app.router.add_put("/api/v1/rules", put_rules)
+    app.router.add_post("/api/v1/rules/reload", reload_rules)
+    app.router.add_post("/api/v1/rules/simulate", simulate_call)
+    app.router.add_get("/api/v1/rules/audit", audit)
     return app
