@@ -52,6 +52,9 @@ class SiteValues(BaseModel):
     dispatchers: list[SeatId] = Field(min_length=1)
     carrier_match: list[str] = Field(min_length=1)
     partner_host: str
+    # where calls for Leitstellen outside the Verbund go (the carrier's SBC); None: not forwarded
+    carrier_outbound_uri: Annotated[str, StringConstraints(pattern=r"^sip:[A-Za-z0-9.:@+-]{1,120}$")] | None = None
+    external_ring_s: int = Field(default=30, ge=5)
     partner_sip_port: int = 5060
     partner_exten: str = "112-overflow"
     partner_qualify_s: int = Field(default=2, ge=1)

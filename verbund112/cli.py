@@ -41,6 +41,7 @@ def serve(config_file: Path | None) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, service.stop)
+        loop.add_signal_handler(signal.SIGHUP, service.reload_on_signal)
         await service.run()
 
     asyncio.run(run())

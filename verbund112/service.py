@@ -23,6 +23,7 @@ from aiohttp import web
 from routing.decision import CallFacts, Decision, Route, SiteStates, decide
 from routing.location import LocationError, Position, parse_access_network_info, parse_location_info
 from routing.numbers import NumberError, to_e164
+from routing.rules import RulesError
 from telephony import events
 from telephony.ami import AmiClient, AmiError
 from telephony.fastagi import AgiReply, AgiSession, FastAgiServer
@@ -121,6 +122,8 @@ class Service:
         self.rules = RulesHolder(settings.rules_file)
         self.rules.load_initial()
         self.partner_alive = False
+        self._side_tasks: set[asyncio.Task[None]] = set()
+        self.partner_reporting = asyncio.Event()  # set while partner_alive, for whoever must wait for it
         self._call_records: asyncio.Queue[tuple[str, dict[str, object]]] = asyncio.Queue(maxsize=10000)
         self.metrics.ami_connected.set_function(lambda: 1.0 if self.ami.connected.is_set() else 0.0)
         self.metrics.redis_up.set_function(lambda: 1.0 if self.redis_ok else 0.0)
@@ -130,6 +133,16 @@ class Service:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def reload_on_signal(self) -> None:
+        """SIGHUP: re-read the rules file (refused if invalid; the old rules stay)."""
+        task = asyncio.get_running_loop().create_task(self._reload_quietly("SIGHUP"))
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    async def _reload_quietly(self, who: str) -> None:
+        with contextlib.suppress(RulesError):  # logged and audited by reload_rules
+            await self.reload_rules(who)
 
     async def run(self) -> None:
         from web.app import make_app  # the web layer depends on the service, not the other way round
@@ -159,6 +172,12 @@ class Service:
         finally:
             await self.fastagi.stop()
             await runner.cleanup()
+            if self._side_tasks:
+                await asyncio.wait(set(self._side_tasks), timeout=5)
+            # A stopping site is gone for its partner now, not when the heartbeat expires.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self.settings.redis.timeout):
+                    await self.redis.delete(stores.heartbeat_key(self.settings.site))
             with contextlib.suppress(Exception):
                 await self.redis.aclose()
             log.info("verbund112 %s stopped", self.settings.site)
@@ -311,6 +330,10 @@ class Service:
         if alive != self.partner_alive:
             log.info("partner %s is %s", self.settings.partner, "reporting" if alive else "NOT reporting")
         self.partner_alive = alive
+        if alive:
+            self.partner_reporting.set()
+        else:
+            self.partner_reporting.clear()
 
     async def _heartbeat(self) -> None:
         """This site's liveness in Redis; the partner reads it (stale = unknown)."""

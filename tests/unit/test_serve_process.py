@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -62,3 +63,52 @@ def test_serve_refuses_a_bad_configuration_with_the_field_named(tmp_path: Path) 
     )  # fmt: skip
     assert result.returncode != 0
     assert "fastagi.port" in result.stderr
+
+
+def test_sighup_reloads_the_rules_and_refuses_a_broken_file(tmp_path: Path) -> None:
+    rules_dir = tmp_path / "rules"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "rules", rules_dir)
+    rules_file = rules_dir / "verbund112.yaml"
+    good = rules_file.read_text()
+    web_port = free_tcp_port()
+    config = tmp_path / "jena.yaml"
+    config.write_text(
+        f"site: jena\nrules_file: {rules_file}\nami:\n  port: {free_tcp_port()}\nfastagi:\n  port: {free_tcp_port()}\n"
+        f"redis:\n  url: redis://127.0.0.1:{free_tcp_port()}/0\nweb:\n  port: {web_port}\n"
+    )
+    env = {**os.environ, "VERBUND112_WEB__TOKENS": json.dumps({"token-for-this-test": {"role": "read", "name": "t"}})}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "verbund112", "serve", "--config", str(config)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+    )  # fmt: skip
+
+    def rules_state() -> dict:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{web_port}/api/v1/status", headers={"Authorization": "Bearer token-for-this-test"}
+        )
+        with urllib.request.urlopen(request, timeout=1) as response:
+            return dict(json.loads(response.read())["rules"])
+
+    def answering() -> bool:
+        try:
+            return rules_state()["digest"] is not None
+        except OSError:
+            return False
+
+    try:
+        wait_until(answering, 15, "verbund112 serve", process)
+        first = rules_state()["digest"]
+
+        rules_file.write_text(good.replace('"16076": gera', '"16076": atlantis'))
+        process.send_signal(signal.SIGHUP)
+        wait_until(lambda: rules_state()["last_error"] is not None, 10, "broken rules refused", process)
+        assert rules_state()["digest"] == first  # the last good rules stay in force
+
+        rules_file.write_text(good.replace('"16076": gera', '"16076": jena'))
+        process.send_signal(signal.SIGHUP)
+        wait_until(lambda: rules_state()["digest"] != first, 10, "good rules loaded", process)
+        assert rules_state()["last_error"] is None
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=15)
+    assert "unknown centre 'atlantis'" in output.decode()

@@ -64,6 +64,7 @@ class SitePorts:
     fastagi: int
     web: int
     rtp: int
+    neighbour: int  # UDP port on CARRIER_ADDRESS where a neighbour Leitstelle stands in
 
 
 def _allocate_ports() -> dict[str, SitePorts]:
@@ -84,6 +85,7 @@ def _allocate_ports() -> dict[str, SitePorts]:
             fastagi=fresh(free_tcp_port),
             web=fresh(free_tcp_port),
             rtp=free_rtp_base(400),
+            neighbour=fresh(_free_carrier_port),
         )
         for name in SITES
     }
@@ -100,6 +102,7 @@ class Verbund:
     ports: dict[str, SitePorts]
     web_token: str
     read_token: str
+    rules_file: Path
 
     def site(self, name: str) -> AsteriskSite:
         return self.sites[name]
@@ -119,6 +122,7 @@ class Verbund:
                 "ping_timeout": 1.0,
                 "reconnect_max": 1.0,
             },
+            "rules_file": str(self.rules_file),
             "fastagi": {"port": self.ports[name].fastagi},
             "redis": {"url": self.redis.url},
             "web": {
@@ -179,6 +183,7 @@ def start_verbund(instance: str, directory: Path | None = None, log: Callable[[s
                 rtp_port_start=ports[name].rtp,
                 rtp_port_end=ports[name].rtp + 399,
                 fastagi_url=f"agi://{LOOPBACK}:{ports[name].fastagi}",
+                carrier_outbound_uri=f"sip:{CARRIER_ADDRESS}:{ports[name].neighbour}",
                 # short waits so that tests and the demo see the overflow quickly
                 member_ring_s=8,
                 local_wait_s=10,
@@ -202,7 +207,38 @@ def start_verbund(instance: str, directory: Path | None = None, log: Callable[[s
     return Verbund(
         instance, root, redis, sites, ports,
         web_token=secrets.token_urlsafe(24), read_token=secrets.token_urlsafe(24),
+        rules_file=lab_rules(directory / instance / "rules"),
     )  # fmt: skip
+
+
+LAB_NEIGHBOUR = "ils-hochfranken"
+LAB_NEIGHBOUR_NUMBER = "+499281112112"
+
+
+def lab_rules(directory: Path) -> Path:
+    """The shipped rules, with a forwarding number for one neighbour (answered by a sipp stand-in)."""
+    shutil.rmtree(directory, ignore_errors=True)
+    shutil.copytree(REPO / "rules", directory)
+    path = directory / "verbund112.yaml"
+    text = path.read_text()
+    old = 'ils-hochfranken:   {name: "ILS Hochfranken (Hof)"}'
+    if old not in text:
+        raise LabError("rules/verbund112.yaml changed: the lab cannot give ils-hochfranken its lab number")
+    path.write_text(
+        text.replace(old, f'ils-hochfranken:   {{name: "ILS Hochfranken (Hof)", number: "{LAB_NEIGHBOUR_NUMBER}"}}')
+    )
+    return path
+
+
+def neighbour_uas(site: AsteriskSite, port: int, message_file: Path, timeout_s: int = 120) -> subprocess.Popen[bytes]:
+    """A sipp UAS on the carrier address standing in for a Leitstelle outside the Verbund."""
+    args = [
+        "sipp", "-sf", str(SIPP_DIR / "neighbour_uas.xml"), "-i", CARRIER_ADDRESS, "-p", str(port),
+        "-m", "1", "-trace_msg", "-message_file", str(message_file), "-timeout", f"{timeout_s}s",
+        "-timeout_error", "-nostdin", "-nd", "-mp", str(free_rtp_base(10)),
+        f"{LOOPBACK}:{site.values.sip_port}",
+    ]  # fmt: skip
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
 
 
 class Desks:
