@@ -157,6 +157,103 @@ def lab_call(*, number: str, site: str, lat: float | None, lon: float | None, ra
     click.echo(f"call completed in {elapsed:.1f} s")
 
 
+@main.group()
+def rules() -> None:
+    """Routing rules: check, simulate and compare before they go live."""
+
+
+def _load_or_fail(path: Path):  # type: ignore[no-untyped-def]
+    from routing.rules import RulesError, load_rules
+
+    try:
+        return load_rules(path)
+    except RulesError as exc:
+        for problem in exc.problems:
+            click.echo(problem, err=True)
+        raise click.ClickException(f"{path}: {len(exc.problems)} problem(s); nothing was changed") from exc
+
+
+@rules.command("check")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def rules_check(file: Path) -> None:
+    """Validate a rules file and the data files it names."""
+    loaded = _load_or_fail(file)
+    spec = loaded.spec
+    click.echo(f"{file}: valid ({loaded.digest[:12]})")
+    click.echo(f"  sites: {', '.join(f'{name} ({site.queue})' for name, site in spec.sites.items())}")
+    forwarding = [t for t in spec.external_targets.values() if t.number]
+    click.echo(f"  external targets: {len(spec.external_targets)}, {len(forwarding)} with a forwarding number")
+    click.echo(f"  districts: {len(spec.areas.districts)} with a centre, {len(loaded.index.districts)} polygons")
+    click.echo(f"  area codes: {len(loaded.area_codes)}, cells: {len(loaded.cells)}")
+    click.echo(f"  location sources: {' > '.join(spec.source_priority)}")
+
+
+@rules.command("simulate")
+@click.option("--rules", "rules_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="rules file (default: the shipped rules)")  # fmt: skip
+@click.option("--number", default="", help="calling number, any form (+49..., 0049..., 0365...)")
+@click.option("--site", default="jena", show_default=True, help="the site whose trunk the call arrives on")
+@click.option("--lat", type=float, help="position sent as PIDF-LO (with --lon)")
+@click.option("--lon", type=float)
+@click.option("--radius", type=float, default=0.0, show_default=True, help="uncertainty radius, metres")
+@click.option("--pidf", "pidf_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="a PIDF-LO document as the INVITE would carry it")  # fmt: skip
+@click.option("--cell", help="cell id as in P-Access-Network-Info")
+@click.option("--partner-down", is_flag=True, help="as if the partner site were not reporting")
+@click.option("--json", "as_json", is_flag=True, help="the decision as JSON")
+def rules_simulate(
+    *, rules_file: Path | None, number: str, site: str, lat: float | None, lon: float | None, radius: float,
+    pidf_file: Path | None, cell: str | None, partner_down: bool, as_json: bool,
+) -> None:  # fmt: skip
+    """Where would this call go, and why."""
+    from routing.location import LocationError, Position
+    from routing.simulation import as_dict, explain, simulate
+    from verbund112.rules_holder import SHIPPED_RULES
+
+    loaded = _load_or_fail(rules_file or SHIPPED_RULES)
+    if site not in loaded.spec.sites:
+        raise click.UsageError(f"--site must be one of {', '.join(loaded.spec.sites)}")
+    if (lat is None) != (lon is None):
+        raise click.UsageError("--lat and --lon go together")
+    position, problem = None, ""
+    if pidf_file is not None:
+        from routing.pidf import parse_pidf
+
+        try:
+            position = parse_pidf(pidf_file.read_bytes())
+        except LocationError as exc:
+            problem = str(exc)
+    elif lat is not None and lon is not None:
+        try:
+            if not (-90 <= lat <= 90 and -180 <= lon <= 180) or radius < 0:
+                raise LocationError("position outside WGS84 ranges or negative radius")
+            position = Position(lat, lon, radius, "Circle" if radius else "Point", "simulated")
+        except LocationError as exc:
+            problem = str(exc)
+    alive = frozenset({site}) if partner_down else frozenset(loaded.spec.sites)
+    decision = simulate(loaded, number=number, site=site, position=position, pidf_problem=problem,
+                        cell_id=cell.upper() if cell else None, alive_sites=alive, now=time.time())  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(as_dict(decision), indent=2, ensure_ascii=False))
+    else:
+        for line in explain(decision):
+            click.echo(line)
+
+
+@rules.command("diff")
+@click.argument("old", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("new", type=click.Path(dir_okay=False, path_type=Path))
+def rules_diff(old: Path, new: Path) -> None:
+    """Which areas and numbers would route differently under NEW than under OLD."""
+    from routing.rules_diff import describe_changes
+
+    changes = describe_changes(_load_or_fail(old), _load_or_fail(new))
+    if not changes:
+        click.echo("no call would route differently")
+    for line in changes:
+        click.echo(line)
+
+
 @main.group("asterisk-config")
 def asterisk_config_group() -> None:
     """The Asterisk configuration of a site (the same files as the lab runs)."""
