@@ -91,6 +91,20 @@ class AgiSession:
         result, data = await self.command(f"GET VARIABLE {name}")
         return data if result == 1 else None
 
+    async def get_variables(self, names: list[str]) -> dict[str, str]:
+        """Several variables in one round trip (GET FULL VARIABLE), empty when unset.
+
+        Only for variables whose values cannot contain '|' (the dialplan filters them).
+        """
+        for name in names:
+            if not _VARIABLE_NAME.match(name):
+                raise ValueError(f"invalid channel variable name {name!r}")
+        _, data = await self.command("GET FULL VARIABLE " + "|".join(f"${{{name}}}" for name in names))
+        values = data.split("|")
+        if len(values) != len(names):
+            raise AgiProtocolError(f"expected {len(names)} values, got {len(values)}")
+        return dict(zip(names, values, strict=True))
+
     async def set_variable(self, name: str, value: str) -> None:
         AgiReply(((name, value),))  # validates
         await self.command(f'SET VARIABLE {name} "{value}"')

@@ -188,10 +188,14 @@ class Service:
         request = session.request
         if request.script != "route":
             raise ValueError(f"unknown FastAGI script {request.script!r}")
-        call_id = await session.get_variable("V112_CALL_ID") or request.uniqueid
+        # one round trip for everything the dialplan filtered; the PIDF-LO text separately
+        channel = await session.get_variables(
+            ["V112_CALL_ID", "V112_CALLER", "V112_GEO_HEADER_LEN", "V112_GEO_METHOD", "V112_PANI"]
+        )
+        call_id = channel["V112_CALL_ID"] or request.uniqueid
         structlog.contextvars.bind_contextvars(call_id=call_id, site=self.settings.site)
         try:
-            facts, position, problem = await self._call_facts(session, call_id)
+            facts, position, problem = await self._call_facts(session, call_id, channel)
             rules = self.rules.rules
             if rules is None:
                 raise ValueError("no valid routing rules loaded")
@@ -209,20 +213,21 @@ class Service:
         finally:
             structlog.contextvars.unbind_contextvars("call_id", "site")
 
-    async def _call_facts(self, session: AgiSession, call_id: str) -> tuple[CallFacts, Position | None, str]:
+    async def _call_facts(
+        self, session: AgiSession, call_id: str, channel: dict[str, str]
+    ) -> tuple[CallFacts, Position | None, str]:
         """Everything known about the call's location, each source read defensively."""
-        caller = await session.get_variable("V112_CALLER") or ""
+        caller = channel["V112_CALLER"]
         position, problem = None, ""
-        if (await session.get_variable("V112_GEO_HEADER_LEN") or "0") not in ("", "0"):
+        if channel["V112_GEO_HEADER_LEN"] not in ("", "0"):
             info = await session.get_variable("V112_GEO_LOCATION") or ""
-            method = await session.get_variable("V112_GEO_METHOD") or ""
             try:
-                position = parse_location_info(info, method)
+                position = parse_location_info(info, channel["V112_GEO_METHOD"])
             except LocationError as exc:
                 problem = str(exc)
                 log.warning("PIDF-LO location of the call ignored: %s", problem)
         cell_id = None
-        if pani := await session.get_variable("V112_PANI"):
+        if pani := channel["V112_PANI"]:
             try:
                 cell_id = parse_access_network_info(pani)
             except LocationError as exc:

@@ -12,38 +12,18 @@ from collections.abc import AsyncIterator
 import pytest
 
 from telephony.fastagi import AgiReply, AgiSession, FastAgiServer
+from verbund112.lab import agi_client
 from verbund112.lab.processes import free_tcp_port
 from verbund112.service import Service, running
 from verbund112.settings import Settings
 
-REQUEST = (
-    "agi_network: yes\nagi_network_script: route\nagi_request: agi://127.0.0.1/route\n"
-    "agi_channel: PJSIP/carrier-00000001\nagi_uniqueid: jena-1.1\nagi_callerid: +4936411234567\n"
-    "agi_context: v112-emergency\nagi_extension: s\nagi_arg_1: jena\n\n"
-)
+REQUEST = agi_client.request_text()
 
 
 async def asterisk_side(port: int, request: str = REQUEST, variables: dict[str, str] | None = None) -> dict[str, str]:
-    """Play Asterisk: send the request, answer GET VARIABLE, record SET VARIABLE."""
+    """Play Asterisk's side of the exchange."""
     variables = variables or {"V112_CALL_ID": "jena-1.1", "V112_CALLER": "+4936411234567"}
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(request.encode())
-    set_variables: dict[str, str] = {}
-    try:
-        while line := (await reader.readline()).decode().strip():
-            verb, _, rest = line.partition(" VARIABLE ")
-            name, _, value = rest.partition(" ")
-            if verb == "GET":
-                known = variables.get(name)
-                writer.write(f"200 result=1 ({known})\n".encode() if known is not None else b"200 result=0\n")
-            elif verb == "SET":
-                set_variables[name] = value.strip('"')
-                writer.write(b"200 result=1\n")
-            else:
-                writer.write(b"510 Invalid or unknown command\n")
-    finally:
-        writer.close()
-    return set_variables
+    return await agi_client.exchange(port, variables, request)
 
 
 async def start(server: FastAgiServer) -> FastAgiServer:

@@ -156,7 +156,9 @@ def rootfs_in_use(root: Path) -> bool:
     return False
 
 
-def start_verbund(instance: str, directory: Path | None = None, log: Callable[[str], None] = print) -> Verbund:
+def start_verbund(
+    instance: str, directory: Path | None = None, log: Callable[[str], None] = print, bench: bool = False
+) -> Verbund:
     """Build (once) the root filesystem and start Redis and both Asterisk sites."""
     directory = directory or lab_dir()
     root = directory / "rootfs"
@@ -189,6 +191,7 @@ def start_verbund(instance: str, directory: Path | None = None, log: Callable[[s
                 local_wait_s=10,
                 partner_ring_s=12,
                 partner_queue_wait_s=10,
+                bench_member=bench,
                 paths=asterisk_config.AsteriskPaths(
                     etc=f"{inner}/etc", lib=f"{inner}/lib", spool=f"{inner}/spool",
                     run=f"{inner}/run", log=f"{inner}/log", cache=f"{inner}/cache",

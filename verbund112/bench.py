@@ -1,0 +1,201 @@
+"""Benchmarks of the routing: `scripts/bench` (or `make bench`). Prints percentiles.
+
+1. The routing decision in-process (pure function over the shipped rules).
+2. FastAGI round trip under 50 concurrent calls: a `verbund112 serve` process
+   with the real Redis, 50 stand-in Asterisk clients doing the whole exchange
+   (request, GET VARIABLEs, SET VARIABLEs).
+3. Calls per second through the real lab with sipp: the same Asterisk site with
+   the service routing and with the plain dialplan (V112_ASK_SERVICE=0), side
+   by side at rising rates; a call counts when it was answered and hung up.
+   The bench lab's queue has a Local member that answers every call at once, so
+   Asterisk and the routing are measured, not desk phones.
+
+Measured on this machine only; numbers from a 2-core VM shared with sipp.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from routing.decision import AmlFix, CallFacts, SiteStates, decide
+from routing.location import Position
+from routing.rules import load_rules
+from verbund112.lab import agi_client, lab
+from verbund112.lab.processes import LOOPBACK, free_rtp_base, wait_until
+from verbund112.rules_holder import SHIPPED_RULES
+
+
+def percentiles(samples: list[float]) -> str:
+    ordered = sorted(samples)
+    q = statistics.quantiles(ordered, n=100, method="inclusive")
+    return f"n={len(ordered)} p50={q[49]:.3f} p90={q[89]:.3f} p99={q[98]:.3f} max={ordered[-1]:.3f}"
+
+
+def bench_decision(count: int) -> None:
+    rules = load_rules(SHIPPED_RULES)
+    sites = SiteStates(frozenset({"jena", "gera"}))
+    rng = random.Random(112)
+    numbers = ["036411234567", "0365123456", "+4915112345678", "03663123456", "garbage"]
+    facts = []
+    for _ in range(count):
+        position = None
+        if rng.random() < 0.5:
+            position = Position(rng.uniform(50.3, 51.2), rng.uniform(11.0, 12.6), rng.choice([0, 20, 200, 5000]),
+                                "Circle")  # fmt: skip
+        aml = AmlFix(Position(50.9, 11.6, 30, "Circle"), 0.0) if rng.random() < 0.2 else None
+        facts.append(CallFacts(rng.choice(["jena", "gera"]), "b", rng.choice(numbers), position, "", aml, None, 60.0))
+    timings = []
+    for fact in facts:
+        started = time.perf_counter()
+        decide(fact, rules, sites)
+        timings.append((time.perf_counter() - started) * 1000)
+    print(f"decision in-process (ms):            {percentiles(timings)}")
+
+
+async def agi_exchange(port: int, n: int, caller: str, geo: bool) -> float:
+    variables = {"V112_CALL_ID": f"jena-{n}", "V112_CALLER": caller}
+    if geo:
+        variables |= {"V112_GEO_HEADER_LEN": "30", "V112_GEO_METHOD": "GPS",
+                      "V112_GEO_LOCATION": 'shape="Circle",crs="2d",pos="50.6547 12.1997",radius="30"'}  # fmt: skip
+    started = time.perf_counter()
+    async with asyncio.timeout(5):
+        await agi_client.exchange(port, variables, agi_client.request_text(uniqueid=f"jena-{n}", caller=caller))
+    return (time.perf_counter() - started) * 1000
+
+
+async def bench_fastagi(port: int, concurrency: int, total: int, rate: float | None) -> None:
+    """`concurrency` callers; each starts its next exchange after 1/(rate/concurrency) s, or at once (rate None)."""
+    timings: list[float] = []
+    counter = iter(range(total))
+    interval = concurrency / rate if rate else 0.0
+
+    async def caller_loop(offset: float) -> None:
+        await asyncio.sleep(offset)
+        for n in counter:
+            started = time.perf_counter()
+            caller = "0365123456" if n % 2 else "+4915112345678"
+            timings.append(await agi_exchange(port, n, caller, geo=n % 3 == 0))
+            if interval:
+                await asyncio.sleep(max(0.0, interval - (time.perf_counter() - started)))
+
+    started = time.perf_counter()
+    await asyncio.gather(*(caller_loop(i * interval / concurrency) for i in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    load = f"open loop {rate:.0f}/s" if rate else "closed loop (as fast as it answers)"
+    print(f"FastAGI round trip, {concurrency} concurrent, {load} (ms): {percentiles(timings)}; "
+          f"{total / elapsed:.0f} exchanges/s")  # fmt: skip
+
+
+def start_service(verbund: lab.Verbund, name: str, directory: Path) -> subprocess.Popen[bytes]:
+    return lab._start_service(verbund, name, directory)
+
+
+def sipp_rate(verbund: lab.Verbund, rate: int, seconds: int, work: Path, label: str) -> dict[str, float]:
+    """One sipp run at a fixed rate; returns successful/failed counts and setup-time percentiles."""
+    site = verbund.site("jena")
+    calls = rate * seconds
+    prefix = work / f"{label}-{rate}"
+    args = [
+        "sipp", f"{LOOPBACK}:{site.values.sip_port}", "-sf", str(lab.SIPP_DIR / "carrier_112.xml"),
+        "-i", lab.CARRIER_ADDRESS, "-p", str(lab._free_carrier_port()), "-mp", str(free_rtp_base(10)),
+        # a Jena number: the call stays at jena, where the bench queue member answers
+        "-key", "caller", "036411234567", "-key", "uui", "00",
+        "-r", str(rate), "-m", str(calls), "-l", str(rate * 4), "-d", "1000",
+        "-timeout", f"{seconds + 30}s", "-nostdin", "-nd", "-recv_timeout", "10000",
+        "-trace_stat", "-stf", f"{prefix}.csv", "-trace_rtt", "-rtt_freq", "1",
+    ]  # fmt: skip
+    subprocess.run(args, cwd=work, capture_output=True, check=False, timeout=seconds + 60)
+    with open(f"{prefix}.csv") as handle:
+        rows = list(csv.DictReader(handle, delimiter=";"))
+    last = rows[-1]
+    result = {"ok": float(last["SuccessfulCall(C)"]), "failed": float(last["FailedCall(C)"])}
+    rtt_files = list(work.glob("carrier_112_*_rtt.csv"))
+    setup = []
+    for rtt in rtt_files:
+        with rtt.open() as handle:
+            setup += [float(row["response_time_ms"]) for row in csv.DictReader(handle, delimiter=";")]
+        rtt.unlink()
+    if setup:
+        q = statistics.quantiles(setup, n=100, method="inclusive")
+        result |= {"p50": q[49], "p99": q[98]}
+    return result
+
+
+def bench_cps(verbund: lab.Verbund, rates: list[int], seconds: int) -> None:
+    work = Path(tempfile.mkdtemp(prefix="v112-bench-"))
+    site = verbund.site("jena")
+    print(f"calls/s through Asterisk jena, {seconds} s per rate, talk 1 s (answer time ms = INVITE→200):")
+    print(
+        f"  {'rate':>4}  {'plain ok/failed':>16} {'p50':>6} {'p99':>6}   {'routed ok/failed':>16} {'p50':>6} {'p99':>6}"
+    )
+    best = {"plain": 0, "routed": 0}
+    for rate in rates:
+        row = {}
+        for mode in ("plain", "routed"):
+            site.cli(f"dialplan set global V112_ASK_SERVICE {0 if mode == 'plain' else 1}")
+            row[mode] = result = sipp_rate(verbund, rate, seconds, work, mode)
+            if result["failed"] == 0 and result["ok"] >= rate * seconds:
+                best[mode] = rate
+        cells = []
+        for mode in ("plain", "routed"):
+            r = row[mode]
+            cells.append(f"{int(r['ok']):>7}/{int(r['failed']):<8} {r.get('p50', float('nan')):>6.1f} "
+                         f"{r.get('p99', float('nan')):>6.1f}")  # fmt: skip
+        print(f"  {rate:>4}  {cells[0]}   {cells[1]}", flush=True)
+    site.cli("dialplan set global V112_ASK_SERVICE 1")
+    ratio = best["routed"] / best["plain"] if best["plain"] else float("nan")
+    print(f"  highest rate without a failed call: plain {best['plain']}/s, routed {best['routed']}/s ({ratio:.2f}x)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--decisions", type=int, default=20000)
+    parser.add_argument("--agi-calls", type=int, default=5000)
+    parser.add_argument("--rates", default="20,40,60,80,100")
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--skip-lab", action="store_true", help="only the in-process decision benchmark")
+    args = parser.parse_args(argv)
+
+    bench_decision(args.decisions)
+    if args.skip_lab:
+        return 0
+    verbund = lab.start_verbund(f"bench-{os.getpid()}", log=print, bench=True)
+    directory = lab.lab_dir() / verbund.instance
+    services = []
+    try:
+        for name in ("jena", "gera"):
+            services.append(start_service(verbund, name, directory))
+        status_url = f"http://{LOOPBACK}:{verbund.ports['jena'].web}/api/v1/status"
+
+        def partner_seen() -> bool:
+            request = urllib.request.Request(status_url, headers={"Authorization": f"Bearer {verbund.read_token}"})
+            with urllib.request.urlopen(request, timeout=1) as response:
+                return bool(json.loads(response.read())["partner"]["reporting"])
+
+        wait_until(partner_seen, 10, "jena sees gera")
+        port = verbund.ports["jena"].fastagi
+        asyncio.run(bench_fastagi(port, 50, args.agi_calls, rate=100.0))
+        asyncio.run(bench_fastagi(port, 50, args.agi_calls, rate=None))
+        bench_cps(verbund, [int(rate) for rate in args.rates.split(",")], args.seconds)
+    finally:
+        for process in services:
+            process.terminate()
+            process.wait(timeout=15)
+        verbund.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
