@@ -1,5 +1,5 @@
 # Shortcuts for the scripts in scripts/ (which work without make, too).
-.PHONY: demo test down lint clean
+.PHONY: demo test down lint clean bench
 
 demo:            ## bring up the lab and place demo 112 calls
 	scripts/demo
@@ -13,3 +13,5 @@ lint:            ## ruff and mypy
 clean:           ## stop the lab, delete it (cached root filesystem too) and the venv
 	-.venv/bin/verbund112 lab purge
 	rm -rf .venv
+bench:           ## routing benchmarks (decision, FastAGI, calls/s plain vs routed)
+	scripts/bench

@@ -76,8 +76,8 @@ class SiteValues(BaseModel):
     partner_ring_s: int = Field(default=20, ge=2)
     partner_queue_wait_s: int = Field(default=18, ge=1)
     paths: AsteriskPaths = AsteriskPaths()
-    # benchmark lab only: a Local queue member that answers every call at once
-    bench_member: bool = False
+    # benchmark lab only: SIP URI of a peer that answers every queue call at once
+    bench_desk_uri: Annotated[str, StringConstraints(pattern=r"^sip:[A-Za-z0-9.:@+-]{1,120}$")] | None = None
 
     @model_validator(mode="after")
     def _partner_gives_up_first(self) -> SiteValues:

@@ -7,8 +7,8 @@
 3. Calls per second through the real lab with sipp: the same Asterisk site with
    the service routing and with the plain dialplan (V112_ASK_SERVICE=0), side
    by side at rising rates; a call counts when it was answered and hung up.
-   The bench lab's queue has a Local member that answers every call at once, so
-   Asterisk and the routing are measured, not desk phones.
+   The bench lab's queue has one more member, a sipp UAS that answers every
+   call at once, so Asterisk and the routing are measured, not desk phones.
 
 Measured on this machine only; numbers from a 2-core VM shared with sipp.
 """
@@ -98,6 +98,24 @@ async def bench_fastagi(port: int, concurrency: int, total: int, rate: float | N
           f"{total / elapsed:.0f} exchanges/s")  # fmt: skip
 
 
+def server_side(verbund: lab.Verbund) -> str:
+    """Cumulative share of FastAGI exchanges within each bucket, from /metrics."""
+    request = urllib.request.Request(
+        f"http://{LOOPBACK}:{verbund.ports['jena'].web}/metrics",
+        headers={"Authorization": f"Bearer {verbund.read_token}"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        text = response.read().decode()
+    buckets = {}
+    for line in text.splitlines():
+        if line.startswith("verbund112_fastagi_seconds_bucket"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets[bound] = float(line.rsplit(" ", 1)[1])
+    total = buckets.get("+Inf", 0.0) or 1.0
+    return ", ".join(f"≤{float(b) * 1000:g} ms {count / total:.1%}" for b, count in buckets.items()
+                     if b != "+Inf" and 0.0005 <= float(b) <= 0.01)  # fmt: skip
+
+
 def start_service(verbund: lab.Verbund, name: str, directory: Path) -> subprocess.Popen[bytes]:
     return lab._start_service(verbund, name, directory)
 
@@ -141,6 +159,19 @@ def bench_cps(verbund: lab.Verbund, rates: list[int], seconds: int) -> None:
         f"  {'rate':>4}  {'plain ok/failed':>16} {'p50':>6} {'p99':>6}   {'routed ok/failed':>16} {'p50':>6} {'p99':>6}"
     )
     best = {"plain": 0, "routed": 0}
+    desk = lab.bench_desk(site, timeout_s=len(rates) * 2 * (seconds + 40))
+    try:
+        _run_rates(verbund, rates, seconds, work, best)
+    finally:
+        desk.kill()
+        desk.communicate()
+    site.cli("dialplan set global V112_ASK_SERVICE 1")
+    ratio = best["routed"] / best["plain"] if best["plain"] else float("nan")
+    print(f"  highest rate without a failed call: plain {best['plain']}/s, routed {best['routed']}/s ({ratio:.2f}x)")
+
+
+def _run_rates(verbund: lab.Verbund, rates: list[int], seconds: int, work: Path, best: dict[str, int]) -> None:
+    site = verbund.site("jena")
     for rate in rates:
         row = {}
         for mode in ("plain", "routed"):
@@ -154,9 +185,6 @@ def bench_cps(verbund: lab.Verbund, rates: list[int], seconds: int) -> None:
             cells.append(f"{int(r['ok']):>7}/{int(r['failed']):<8} {r.get('p50', float('nan')):>6.1f} "
                          f"{r.get('p99', float('nan')):>6.1f}")  # fmt: skip
         print(f"  {rate:>4}  {cells[0]}   {cells[1]}", flush=True)
-    site.cli("dialplan set global V112_ASK_SERVICE 1")
-    ratio = best["routed"] / best["plain"] if best["plain"] else float("nan")
-    print(f"  highest rate without a failed call: plain {best['plain']}/s, routed {best['routed']}/s ({ratio:.2f}x)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         wait_until(partner_seen, 10, "jena sees gera")
         port = verbund.ports["jena"].fastagi
         asyncio.run(bench_fastagi(port, 50, args.agi_calls, rate=100.0))
+        print(f"  server side (the service's own histogram): {server_side(verbund)}")
         asyncio.run(bench_fastagi(port, 50, args.agi_calls, rate=None))
         bench_cps(verbund, [int(rate) for rate in args.rates.split(",")], args.seconds)
     finally:

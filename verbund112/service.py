@@ -206,7 +206,8 @@ class Service:
             )  # fmt: skip
             log.info("call routed %s to %s: %s", decision.route.value, decision.centre, decision.reason)
             self._remember_call(call_id, facts, decision)
-            reply = [("V112_ROUTE", decision.route.value), ("V112_CENTRE", decision.centre)]
+            # one SET per round trip: only what the dialplan acts on
+            reply = [("V112_ROUTE", decision.route.value)]
             if decision.external_number:
                 reply.append(("V112_TARGET_NUMBER", decision.external_number))
             return AgiReply(tuple(reply))
@@ -234,17 +235,26 @@ class Service:
                 log.warning("P-Access-Network-Info of the call ignored: %s", exc)
         now = time.time()
         aml = None
-        try:
-            aml = await stores.latest_aml_fix(self.redis, to_e164(caller), self.settings.redis.timeout / 5)
-        except NumberError:
-            pass  # the decision notes the unusable number
-        except stores.StoreError as exc:
-            log.warning("AML store not read for this call: %s", exc)
+        if position is None or self._aml_before_pidf():
+            try:
+                aml = await stores.latest_aml_fix(self.redis, to_e164(caller), self.settings.redis.timeout / 5)
+            except NumberError:
+                pass  # the decision notes the unusable number
+            except stores.StoreError as exc:
+                log.warning("AML store not read for this call: %s", exc)
         facts = CallFacts(self.settings.site, call_id, caller, position, problem, aml, cell_id, now)
         if position is not None:
             # Positions are personal data: DEBUG only.
             log.debug("caller position %.5f %.5f r=%.0f m", position.lat, position.lon, position.radius_m)
         return facts, position, problem
+
+    def _aml_before_pidf(self) -> bool:
+        """Whether an AML fix could matter although the INVITE carried a position."""
+        rules = self.rules.rules
+        if rules is None or "aml" not in rules.spec.source_priority:
+            return False
+        order = rules.spec.source_priority
+        return "pidf" not in order or order.index("aml") < order.index("pidf")
 
     def _site_states(self) -> SiteStates:
         alive = {self.settings.site}

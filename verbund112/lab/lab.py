@@ -45,6 +45,7 @@ from verbund112.lab.processes import (
 REPO = Path(__file__).resolve().parents[2]
 SITES = ("jena", "gera")
 CARRIER_ADDRESS = "127.0.0.2"
+BENCH_DESK_ADDRESS = "127.0.0.3"  # the benchmark's answering peer
 SIPP_DIR = Path(__file__).resolve().parent / "sipp"
 
 
@@ -191,7 +192,7 @@ def start_verbund(
                 local_wait_s=10,
                 partner_ring_s=12,
                 partner_queue_wait_s=10,
-                bench_member=bench,
+                bench_desk_uri=f"sip:bench@{BENCH_DESK_ADDRESS}:{ports[name].neighbour + 1}" if bench else None,
                 paths=asterisk_config.AsteriskPaths(
                     etc=f"{inner}/etc", lib=f"{inner}/lib", spool=f"{inner}/spool",
                     run=f"{inner}/run", log=f"{inner}/log", cache=f"{inner}/cache",
@@ -239,6 +240,18 @@ def neighbour_uas(site: AsteriskSite, port: int, message_file: Path, timeout_s: 
         "sipp", "-sf", str(SIPP_DIR / "neighbour_uas.xml"), "-i", CARRIER_ADDRESS, "-p", str(port),
         "-m", "1", "-trace_msg", "-message_file", str(message_file), "-timeout", f"{timeout_s}s",
         "-timeout_error", "-nostdin", "-nd", "-mp", str(free_rtp_base(10)),
+        f"{LOOPBACK}:{site.values.sip_port}",
+    ]  # fmt: skip
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
+
+
+def bench_desk(site: AsteriskSite, timeout_s: int) -> subprocess.Popen[bytes]:
+    """The benchmark lab's answering peer: answers every call the queue offers, for timeout_s."""
+    assert site.values.bench_desk_uri is not None
+    port = site.values.bench_desk_uri.rsplit(":", 1)[1]
+    args = [
+        "sipp", "-sf", str(SIPP_DIR / "neighbour_uas.xml"), "-i", BENCH_DESK_ADDRESS, "-p", port,
+        "-timeout", f"{timeout_s}s", "-nostdin", "-nd", "-mp", str(free_rtp_base(10)),
         f"{LOOPBACK}:{site.values.sip_port}",
     ]  # fmt: skip
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)

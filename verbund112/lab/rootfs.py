@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -97,12 +98,23 @@ def ensure(root: Path) -> float:
 
 def mount(root: Path) -> None:
     """proc and /dev inside the root, as Asterisk needs them. Idempotent."""
+    _hostname_resolves(root)
     mounted = set(mounts_under(root))
     proc, dev = (root / "proc").resolve(), (root / "dev").resolve()
     if proc not in mounted:
         subprocess.run(["mount", "-t", "proc", "proc", str(proc)], check=True)
     if dev not in mounted:
         subprocess.run(["mount", "--bind", "/dev", str(dev)], check=True)
+
+
+def _hostname_resolves(root: Path) -> None:
+    """Asterisk looks up its own host name on every call (to find "our IP"); without an
+    entry it falls back to DNS, which this closed network does not answer."""
+    hosts = root / "etc/hosts"
+    name = socket.gethostname()
+    text = hosts.read_text() if hosts.exists() else ""
+    if not any(name in line.split()[1:] for line in text.splitlines() if line and not line.startswith("#")):
+        hosts.write_text(text + f"127.0.0.1 {name}  # added by verbund112 lab\n")
 
 
 def asterisk_ids(root: Path) -> tuple[int, int]:
