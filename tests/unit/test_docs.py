@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from routing.rules import RulesFile
 from verbund112.asterisk_config import SiteValues
 from verbund112.settings import Settings
 
@@ -30,4 +31,9 @@ def test_every_service_setting_is_documented() -> None:
 
 def test_every_site_value_is_documented() -> None:
     missing = [name for name in SiteValues.model_fields if f"| `{name}` |" not in REFERENCE]
+    assert missing == []
+
+
+def test_every_rules_key_is_documented() -> None:
+    missing = [name for name in RulesFile.model_fields if f"| `{name}` |" not in REFERENCE]
     assert missing == []
