@@ -32,6 +32,44 @@ class Position:
     method: str = ""
 
 
+EARTH_RADIUS_M = 6_371_008.8
+MAX_RADIUS_M = 1_000_000.0
+
+
+def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Haversine great-circle distance."""
+    phi1, phi2 = math.radians(lat1), math.radians(lat2)
+    a = (
+        math.sin((phi2 - phi1) / 2) ** 2
+        + math.cos(phi1) * math.cos(phi2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
+    )
+    return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(min(1.0, a)))
+
+
+def polygon_position(points: list[tuple[float, float]], method: str = "") -> Position:
+    """A polygon as the circle around its vertices: centre = their mean, radius = farthest vertex."""
+    vertices = list(dict.fromkeys(points))
+    if len(vertices) < 3:
+        raise LocationError(f"Polygon needs at least 3 distinct vertices, has {len(vertices)}")
+    lat = sum(vertex[0] for vertex in vertices) / len(vertices)
+    lon = sum(vertex[1] for vertex in vertices) / len(vertices)
+    radius = max(distance_m(lat, lon, *vertex) for vertex in vertices)
+    if radius > MAX_RADIUS_M:  # also catches polygons across the antimeridian, whose averaged centre is far off
+        raise LocationError(f"Polygon is too large: {radius:.0f} m from centre to a vertex")
+    return Position(lat, lon, radius, "Polygon", method)
+
+
+def _length(fields: dict[str, str], name: str, shape: str) -> float:
+    text = fields.get(name.lower(), "").split()
+    try:
+        value = float(text[0]) if len(text) == 1 else math.nan
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not 0 <= value <= MAX_RADIUS_M:
+        raise LocationError(f"{shape} without a valid {name} (metres)")
+    return value
+
+
 def _coordinate_pair(text: str) -> tuple[float, float]:
     parts = text.split()
     if len(parts) != 2:
@@ -46,7 +84,10 @@ def _coordinate_pair(text: str) -> tuple[float, float]:
 
 
 def parse_location_info(text: str, method: str = "") -> Position:
-    """Point and Circle shapes of GEOLOC_PROFILE(location_info)."""
+    """Point, Circle, Ellipse and Polygon shapes of GEOLOC_PROFILE(location_info).
+
+    An Ellipse becomes the circle of its larger axis, a Polygon the circle around its vertices.
+    """
     if not text or len(text) > MAX_LENGTH:
         raise LocationError("location_info is empty or too long")
     fields: dict[str, str] = {}
@@ -69,9 +110,19 @@ def parse_location_info(text: str, method: str = "") -> Position:
             radius = float(fields.get("radius", ""))
         except ValueError as exc:
             raise LocationError("Circle without a numeric radius") from exc
-        if not math.isfinite(radius) or not 0 <= radius <= 1_000_000:
+        if not math.isfinite(radius) or not 0 <= radius <= MAX_RADIUS_M:
             raise LocationError(f"radius out of range: {radius}")
         return Position(lat, lon, radius, shape, method)
+    if shape == "Ellipse":
+        lat, lon = _coordinate_pair(fields.get("pos", ""))
+        axis = max(_length(fields, "semiMajorAxis", shape), _length(fields, "semiMinorAxis", shape))
+        return Position(lat, lon, axis, shape, method)
+    if shape == "Polygon":
+        words = fields.get("poslist", "").split()
+        if not words or len(words) % 2:
+            raise LocationError("Polygon posList must hold lat lon pairs")
+        points = [_coordinate_pair(f"{words[i]} {words[i + 1]}") for i in range(0, len(words), 2)]
+        return polygon_position(points, method)
     raise LocationError(f"shape {shape or '(none)'!r} is not supported yet")
 
 

@@ -15,11 +15,9 @@ from xml.etree.ElementTree import Element
 
 from defusedxml import ElementTree
 
-from routing.location import LocationError, Position
+from routing.location import MAX_RADIUS_M, LocationError, Position, polygon_position
 
 MAX_BYTES = 64 * 1024
-MAX_RADIUS_M = 1_000_000.0
-EARTH_RADIUS_M = 6_371_008.8
 
 _PIDF = "{urn:ietf:params:xml:ns:pidf}"
 _DM = "{urn:ietf:params:xml:ns:pidf:data-model}"
@@ -112,15 +110,7 @@ def _polygon(shape: Element, method: str) -> Position:
         points = _points(_text(pos_list), dimension)
     else:
         points = [point for pos in ring.findall(f"{_GML}pos") for point in _points(_text(pos), dimension)]
-    vertices = list(dict.fromkeys(points))
-    if len(vertices) < 3:
-        raise LocationError(f"Polygon needs at least 3 distinct vertices, has {len(vertices)}")
-    lat = sum(vertex[0] for vertex in vertices) / len(vertices)
-    lon = sum(vertex[1] for vertex in vertices) / len(vertices)
-    radius = max(_distance_m(lat, lon, *vertex) for vertex in vertices)
-    if radius > MAX_RADIUS_M:  # also catches polygons across the antimeridian, whose averaged centre is far off
-        raise LocationError(f"Polygon is too large: {radius:.0f} m from centre to a vertex")
-    return Position(lat, lon, radius, "Polygon", method)
+    return polygon_position(points, method)
 
 
 def _points(text: str, dimension: int) -> list[tuple[float, float]]:
@@ -153,16 +143,6 @@ def _numbers(text: str, what: str) -> list[float]:
     if not all(math.isfinite(value) for value in values):  # "1e999" overflows to inf
         raise LocationError(f"{what} is not finite: {text[:40]!r}")
     return values
-
-
-def _distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Haversine great-circle distance."""
-    phi1, phi2 = math.radians(lat1), math.radians(lat2)
-    a = (
-        math.sin((phi2 - phi1) / 2) ** 2
-        + math.cos(phi1) * math.cos(phi2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
-    )
-    return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(min(1.0, a)))
 
 
 def _text(element: Element | None) -> str:

@@ -136,7 +136,7 @@ def lab_call(*, number: str, site: str, lat: float | None, lon: float | None, ra
             "-m", "1", "-key", "caller", number, "-key", "uui", "0123456789ABCDEF",
             "-d", str(int(talk * 1000)), "-timeout", "90s", "-timeout_error", "-nostdin", "-nd"]  # fmt: skip
     if position:
-        args += ["-key", "lat", f"{lat:.6f}", "-key", "lon", f"{lon:.6f}", "-key", "radius", f"{radius:.0f}"]
+        args += ["-key", "shape", lab_module.pidf_circle(*position)]
     where = f" at {lat}, {lon} (±{radius:.0f} m)" if position else ""
     click.echo(f"112 call from {number} into {site}'s carrier trunk{where}")
     # what the desks of both sites log during the call tells who answered

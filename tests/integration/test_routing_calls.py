@@ -171,3 +171,33 @@ async def test_admin_api_upload_dry_run_audit_and_roles(verbund: lab.Verbund, st
     assert entries[0]["who"] == "lab-admin" and entries[0]["result"] == "refused"
     assert entries[1]["action"] == "dry-run" and entries[1]["result"] == "validated"
     assert jena.rules.rules is not None
+
+
+@pytest.mark.parametrize(
+    ("entry", "shape", "district", "answering_site"),
+    [
+        (
+            "jena",
+            lab.pidf_polygon([(50.650, 12.190), (50.660, 12.190), (50.660, 12.210), (50.650, 12.210)]),
+            "Greiz",
+            "gera",
+        ),
+        ("gera", lab.pidf_ellipse(50.9279, 11.5891, 60, 20, 30), "Jena", "jena"),
+    ],
+)
+async def test_polygon_and_ellipse_positions_route_through_asterisk(
+    verbund: lab.Verbund, start_service, start_desks, entry: str, shape: str, district: str, answering_site: str
+) -> None:
+    jena, gera = await both_services(start_service)
+    await start_desks("jena", ["jena-d1"])
+    await start_desks("gera", ["gera-d1"])
+    entry_service = jena if entry == "jena" else gera
+    with jena.hub.subscribe() as jena_events, gera.hub.subscribe() as gera_events:
+        assert await place_call(verbund, entry, "+4915112345678", talk_ms=300, shape_xml=shape) == 0
+        routed = await next_event(jena_events if entry_service is jena else gera_events, CallRouted)
+        answered = await next_event(
+            _merged(jena_events, gera_events), DispatcherAnswered, lambda e: e.call_id == routed.call_id
+        )
+    assert routed.decision.location is not None
+    assert routed.decision.location.district == district
+    assert answered.site == answering_site

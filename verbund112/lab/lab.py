@@ -331,13 +331,16 @@ def sipp_call(
     *,
     talk_ms: int = 1000,
     position: tuple[float, float, float] | None = None,
+    shape_xml: str | None = None,
     timeout_s: int = 120,
     uui: str = "0123456789ABCDEF",
     background: bool = False,
     log_dir: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """Place one 112 call as the telephone network's emergency trunk would."""
-    scenario = SIPP_DIR / ("carrier_112_pidf.xml" if position else "carrier_112.xml")
+    if position is not None:
+        shape_xml = pidf_circle(*position)
+    scenario = SIPP_DIR / ("carrier_112_pidf.xml" if shape_xml else "carrier_112.xml")
     args = [
         "sipp", f"{LOOPBACK}:{site.values.sip_port}", "-sf", str(scenario),
         "-i", CARRIER_ADDRESS, "-p", str(_free_carrier_port()), "-m", "1",
@@ -345,13 +348,41 @@ def sipp_call(
         "-timeout", f"{timeout_s}s", "-timeout_error", "-nostdin", "-nd",
         "-mp", str(free_rtp_base(10)),
     ]  # fmt: skip
-    if position:
-        lat, lon, radius = position
-        args += ["-key", "lat", f"{lat:.6f}", "-key", "lon", f"{lon:.6f}", "-key", "radius", f"{radius:.0f}"]
+    if shape_xml:
+        args += ["-key", "shape", shape_xml]
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
         args += ["-trace_err", "-error_file", str(log_dir / f"sipp-{caller.lstrip('+')}-errors.log")]
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
+
+
+SRS = 'srsName="urn:ogc:def:crs:EPSG::4326"'
+
+
+def pidf_circle(lat: float, lon: float, radius_m: float) -> str:
+    """A PIDF-LO Circle on one line (a sipp key cannot hold a line break)."""
+    return (
+        f"<gs:Circle {SRS}><gml:pos>{lat:.6f} {lon:.6f}</gml:pos>"
+        f'<gs:radius uom="urn:ogc:def:uom:EPSG::9001">{radius_m:.0f}</gs:radius></gs:Circle>'
+    )
+
+
+def pidf_polygon(points: list[tuple[float, float]]) -> str:
+    pos_list = " ".join(f"{lat:.6f} {lon:.6f}" for lat, lon in [*points, points[0]])
+    return (
+        f"<gml:Polygon {SRS}><gml:exterior><gml:LinearRing><gml:posList>{pos_list}</gml:posList>"
+        "</gml:LinearRing></gml:exterior></gml:Polygon>"
+    )
+
+
+def pidf_ellipse(lat: float, lon: float, major_m: float, minor_m: float, orientation_deg: float) -> str:
+    metres = 'uom="urn:ogc:def:uom:EPSG::9001"'
+    return (
+        f"<gs:Ellipse {SRS}><gml:pos>{lat:.6f} {lon:.6f}</gml:pos>"
+        f"<gs:semiMajorAxis {metres}>{major_m:.0f}</gs:semiMajorAxis>"
+        f"<gs:semiMinorAxis {metres}>{minor_m:.0f}</gs:semiMinorAxis>"
+        f'<gs:orientation uom="urn:ogc:def:uom:EPSG::9102">{orientation_deg:.0f}</gs:orientation></gs:Ellipse>'
+    )
 
 
 def _free_carrier_port() -> int:
