@@ -195,10 +195,12 @@ class Service:
         call_id = channel["V112_CALL_ID"] or request.uniqueid
         structlog.contextvars.bind_contextvars(call_id=call_id, site=self.settings.site)
         try:
-            facts, position, problem = await self._call_facts(session, call_id, channel)
             rules = self.rules.rules
             if rules is None:
                 raise ValueError("no valid routing rules loaded")
+            # the rules' budget for finding the location; past it the dialplan routes locally
+            async with asyncio.timeout(rules.spec.decision_deadline_ms / 1000):
+                facts, position, problem = await self._call_facts(session, call_id, channel)
             decision = decide(facts, rules, self._site_states())
             self.hub.publish(
                 CallRouted(self.settings.site, call_id, request.uniqueid, facts.caller_number, position, problem,

@@ -161,3 +161,38 @@ async def test_a_malformed_pidf_lo_location_still_routes(service: Service) -> No
     assert answer["V112_ROUTE"] == "local"
     assert routed.position is None
     assert "WGS84" in routed.location_problem
+
+
+async def test_a_slow_location_source_is_cut_off_by_the_rules_deadline(tmp_path) -> None:
+    """Redis that accepts and never answers: the decision budget ends the wait, the call goes local."""
+    import shutil
+    from pathlib import Path
+
+    rules_dir = tmp_path / "rules"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "rules", rules_dir)
+    rules_file = rules_dir / "verbund112.yaml"
+    rules_file.write_text(rules_file.read_text().replace("decision_deadline_ms: 150", "decision_deadline_ms: 20"))
+    silent: list[asyncio.StreamWriter] = []
+
+    async def hang(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        silent.append(writer)
+
+    redis_stand_in = await asyncio.start_server(hang, "127.0.0.1", 0)
+    port = redis_stand_in.sockets[0].getsockname()[1]
+    base = service_settings(rules_file=rules_file)
+    settings = base.model_copy(
+        update={
+            "redis": base.redis.model_copy(update={"url": f"redis://127.0.0.1:{port}/0", "timeout": 2.0}),
+            # so that only the rules' deadline (20 ms) can cut the AML read (400 ms) short
+            "fastagi": base.fastagi.model_copy(update={"deadline": 2.0}),
+        }
+    )
+    try:
+        async with running(settings) as service:
+            answer = await asyncio.wait_for(asterisk_side(service.fastagi.port), 5)
+            assert answer == {"V112_ROUTE": "local"}
+            assert service.fastagi.stats.fallbacks == 1
+    finally:
+        redis_stand_in.close()
+        for writer in silent:
+            writer.close()
