@@ -7,7 +7,9 @@ real Asterisk talks to the same server in tests/integration.
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -163,15 +165,18 @@ async def test_a_malformed_pidf_lo_location_still_routes(service: Service) -> No
     assert "WGS84" in routed.location_problem
 
 
-async def test_a_slow_location_source_is_cut_off_by_the_rules_deadline(tmp_path) -> None:
-    """Redis that accepts and never answers: the decision budget ends the wait, the call goes local."""
-    import shutil
-    from pathlib import Path
-
+@pytest.fixture
+def rules_with_20ms_budget(tmp_path: Path) -> Path:
     rules_dir = tmp_path / "rules"
     shutil.copytree(Path(__file__).resolve().parents[2] / "rules", rules_dir)
     rules_file = rules_dir / "verbund112.yaml"
     rules_file.write_text(rules_file.read_text().replace("decision_deadline_ms: 150", "decision_deadline_ms: 20"))
+    return rules_file
+
+
+async def test_a_slow_location_source_is_cut_off_by_the_rules_deadline(rules_with_20ms_budget: Path) -> None:
+    """Redis that accepts and never answers: the decision budget ends the wait, the call goes local."""
+    rules_file = rules_with_20ms_budget
     silent: list[asyncio.StreamWriter] = []
 
     async def hang(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
