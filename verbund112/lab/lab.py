@@ -270,7 +270,7 @@ class Desks:
             password = site.secrets.dispatcher_passwords[seat]
             args += ["--seat", f"{seat}:{password}:{free_udp_port()}:{free_rtp_base(100)}"]
         with contextlib.ExitStack() as stack:
-            out = stack.enter_context(log_file.open("ab")) if log_file else subprocess.PIPE
+            out = stack.enter_context(log_file.open("wb")) if log_file else subprocess.PIPE
             self.process = subprocess.Popen(
                 args, stdout=out, stderr=subprocess.DEVNULL if log_file else None, cwd=REPO, start_new_session=True
             )
@@ -436,7 +436,7 @@ def _start_service(verbund: Verbund, name: str, directory: Path) -> subprocess.P
     env["VERBUND112_AMI__SECRET"] = settings["ami"]["secret"]
     env["VERBUND112_WEB__TOKENS"] = json.dumps(settings["web"]["tokens"])
     env["VERBUND112_LOG__FORMAT"] = "console"
-    with (directory / f"{name}-service.log").open("ab") as log_file:
+    with (directory / f"{name}-service.log").open("wb") as log_file:  # a new lab, a new log
         process = subprocess.Popen(
             [sys.executable, "-m", "verbund112", "serve", "--config", str(config)],
             stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True,
