@@ -98,6 +98,39 @@ async def bench_fastagi(port: int, concurrency: int, total: int, rate: float | N
           f"{total / elapsed:.0f} exchanges/s")  # fmt: skip
 
 
+async def bench_aml(verbund: lab.Verbund, concurrency: int, total: int) -> None:
+    """AML HTTPS deliveries into the jena service (parse, store in Redis, announce)."""
+    import aiohttp
+
+    url = f"http://{LOOPBACK}:{verbund.ports['jena'].web}/aml/v1/https"
+    headers = {"Authorization": f"Bearer {verbund.aml_token}"}
+    timings: list[float] = []
+    failures = 0
+    counter = iter(range(total))
+
+    async def sender(client: aiohttp.ClientSession) -> None:
+        nonlocal failures
+        for n in counter:
+            now_ms = str(int(time.time() * 1000))
+            form = {"location_latitude": "50.6547", "location_longitude": "12.1997", "location_accuracy": "18",
+                    "location_source": "gps", "time": now_ms, "location_time": now_ms,
+                    "device_number": f"+49151{n % 500:08d}"}  # fmt: skip
+            started = time.perf_counter()
+            async with client.post(url, data=form, headers=headers) as response:
+                await response.read()
+                failures += response.status != 202
+            timings.append((time.perf_counter() - started) * 1000)
+
+    timeout = aiohttp.ClientTimeout(total=10)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(sender(client) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    print(f"AML HTTPS intake, {concurrency} concurrent (ms): {percentiles(timings)}; "
+          f"{total / elapsed:.0f} messages/s, {failures} not accepted")  # fmt: skip
+
+
 def server_side(verbund: lab.Verbund) -> str:
     """Cumulative share of FastAGI exchanges within each bucket, from /metrics."""
     request = urllib.request.Request(
@@ -191,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--decisions", type=int, default=20000)
     parser.add_argument("--agi-calls", type=int, default=5000)
+    parser.add_argument("--aml-messages", type=int, default=5000)
     parser.add_argument("--rates", default="20,40,60,80,100")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--skip-lab", action="store_true", help="only the in-process decision benchmark")
@@ -217,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(bench_fastagi(port, 50, args.agi_calls, rate=100.0))
         print(f"  server side (the service's own histogram): {server_side(verbund)}")
         asyncio.run(bench_fastagi(port, 50, args.agi_calls, rate=None))
+        asyncio.run(bench_aml(verbund, 20, args.aml_messages))
         bench_cps(verbund, [int(rate) for rate in args.rates.split(",")], args.seconds)
     finally:
         for process in services:

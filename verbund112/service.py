@@ -93,6 +93,12 @@ class Metrics:
         self.ami_events = prom.Counter(
             "verbund112_ami_call_events", "typed AMI events", ["kind"], registry=self.registry
         )
+        self.aml_messages = prom.Counter(
+            "verbund112_aml_messages",
+            "AML messages by format and outcome",
+            ["format", "outcome"],
+            registry=self.registry,
+        )
         self.redis_up = prom.Gauge("verbund112_redis_up", "1 while Redis answers", registry=self.registry)
 
 

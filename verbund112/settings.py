@@ -21,7 +21,8 @@ from pydantic_settings import (
 )
 
 SiteName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,15}$")]
-Role = Literal["read", "admin"]
+# read: look; admin: change rules; aml: deliver AML messages (an SMS gateway, an AML endpoint)
+Role = Literal["read", "admin", "aml"]
 
 
 class _Section(BaseModel):
@@ -79,6 +80,16 @@ class WebSettings(_Section):
     tokens: dict[SecretStr, TokenGrant] = {}
 
 
+class AmlSettings(_Section):
+    """Advanced Mobile Location intake (ETSI TS 103 625)."""
+
+    # empty: only bearer tokens with the aml role; set: also bodies signed with
+    # X-AML-Signature: sha256=<hex HMAC-SHA256 of the body>
+    hmac_secret: SecretStr = SecretStr("")
+    retention_s: int = Field(default=3600, ge=1, le=3600, description="AML fixes are deleted after this")
+    max_body_bytes: int = Field(default=8192, gt=0)
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["json", "console"] = "json"
@@ -100,6 +111,7 @@ class Settings(BaseSettings):
     fastagi: FastAgiSettings = FastAgiSettings()
     redis: RedisSettings = RedisSettings()
     web: WebSettings = WebSettings()
+    aml: AmlSettings = AmlSettings()
     log: LogSettings = LogSettings()
 
     @property

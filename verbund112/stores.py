@@ -68,10 +68,19 @@ async def latest_aml_fix(redis: aioredis.Redis, e164: str, within: float) -> Aml
     return AmlFix(position, when)
 
 
+AML_UPDATES_CHANNEL = "v112:aml-updates"
+
+
 async def add_aml_fix(
-    redis: aioredis.Redis, e164: str, fix: AmlFix, within: float, ttl_s: int = PERSONAL_DATA_TTL_S
+    redis: aioredis.Redis,
+    e164: str,
+    fix: AmlFix,
+    *,
+    within: float,
+    ttl_s: int = PERSONAL_DATA_TTL_S,
+    details: dict[str, Any] | None = None,
 ) -> None:
-    """Prepend a fix to the number's trail (used by the AML intake and the tests)."""
+    """Prepend a fix to the number's trail, renew its expiry, tell the other services."""
     value = json.dumps(
         {
             "lat": fix.position.lat,
@@ -79,6 +88,8 @@ async def add_aml_fix(
             "radius_m": fix.position.radius_m,
             "method": fix.position.method,
             "time": fix.time,
+            "received": time.time(),
+            **(details or {}),
         }
     )
     key = aml_key(e164)
@@ -86,7 +97,14 @@ async def add_aml_fix(
         pipe.lpush(key, value)
         pipe.ltrim(key, 0, 99)
         pipe.expire(key, min(ttl_s, PERSONAL_DATA_TTL_S))
+        # the number only: subscribers read the fix from the store
+        pipe.publish(AML_UPDATES_CHANNEL, e164)
         await _guarded(pipe.execute(), within)
+
+
+async def aml_trail(redis: aioredis.Redis, e164: str, within: float) -> list[dict[str, Any]]:
+    raw = await _guarded(redis.lrange(aml_key(e164), 0, 99), within)
+    return [json.loads(item) for item in raw]
 
 
 async def save_call(redis: aioredis.Redis, call_id: str, record: dict[str, Any], within: float) -> None:

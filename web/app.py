@@ -16,6 +16,7 @@ Routes:
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import time
@@ -40,7 +41,8 @@ log = logging.getLogger(__name__)
 
 SERVICE: web.AppKey[Service] = web.AppKey("service")
 GRANT = web.RequestKey("grant", TokenGrant)
-_ROLE_RANK = {"read": 1, "admin": 2}
+# which token roles a route's role admits
+_ADMITS = {"read": {"read", "admin"}, "admin": {"admin"}, "aml": {"aml"}}
 MAX_RULES_BYTES = 1024 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -62,13 +64,26 @@ def grant_of(token: str, tokens: dict) -> TokenGrant | None:  # type: ignore[typ
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    tokens = request.app[SERVICE].settings.web.tokens
-    grant = grant_of(token.strip(), tokens) if scheme.lower() == "bearer" and token.strip() else None
+    settings = request.app[SERVICE].settings
+    grant = grant_of(token.strip(), settings.web.tokens) if scheme.lower() == "bearer" and token.strip() else None
+    if grant is None and request.path.startswith("/aml/") and "X-AML-Signature" in request.headers:
+        grant = await signed_grant(request, settings.aml.hmac_secret.get_secret_value(), settings.aml.max_body_bytes)
     if grant is None:
         log.warning("HTTP %s %s refused: no valid token (from %s)", request.method, request.path, request.remote)
         return _error(401, "a valid bearer token is required")
     request[GRANT] = grant
     return await handler(request)
+
+
+async def signed_grant(request: web.Request, secret: str, limit: int) -> TokenGrant | None:
+    """An AML delivery signed with the shared HMAC secret counts as the aml role."""
+    if not secret or (request.content_length or 0) > limit:
+        return None
+    body = await request.read()
+    expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    if hmac.compare_digest(expected.encode(), request.headers["X-AML-Signature"].strip().encode()):
+        return TokenGrant(role="aml", name="hmac")
+    return None
 
 
 @web.middleware
@@ -85,7 +100,7 @@ def require(role: str) -> Callable[[Handler], Handler]:
     def wrap(handler: Handler) -> Handler:
         async def checked(request: web.Request) -> web.StreamResponse:
             grant = request[GRANT]
-            if _ROLE_RANK[grant.role] < _ROLE_RANK[role]:
+            if grant.role not in _ADMITS[role]:
                 log.warning("HTTP %s %s refused: %s lacks the %s role", request.method, request.path, grant.name, role)
                 return _error(403, f"this needs the {role} role")
             return await handler(request)
@@ -245,4 +260,8 @@ def make_app(service: Service) -> web.Application:
     app.router.add_post("/api/v1/rules/reload", reload_rules)
     app.router.add_post("/api/v1/rules/simulate", simulate_call)
     app.router.add_get("/api/v1/rules/audit", audit)
+    from web import aml
+
+    app.router.add_post("/aml/v1/https", require("aml")(aml.https_delivery))
+    app.router.add_post("/aml/v1/sms", require("aml")(aml.sms_delivery))
     return app

@@ -6,9 +6,11 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+from pydantic import SecretStr
 
 from tests.unit.test_fastagi import service_settings
 from verbund112.service import Service, running
+from verbund112.settings import TokenGrant
 
 TIMEOUT = aiohttp.ClientTimeout(total=5)
 
@@ -51,3 +53,19 @@ async def test_unknown_path_with_a_token_is_a_json_404(service: Service) -> None
     async with aiohttp.ClientSession(timeout=TIMEOUT) as client, client.get(url, headers=headers) as response:
         assert response.status == 404
         assert "error" in await response.json()
+
+
+async def test_aml_is_refused_with_503_while_redis_is_down_so_the_sender_retries() -> None:
+    base = service_settings()
+    web_settings = base.web.model_copy(
+        update={"tokens": {SecretStr("t-aml-0123456789"): TokenGrant(role="aml", name="gateway")}}
+    )
+    async with running(base.model_copy(update={"web": web_settings})) as aml_service:
+        url = f"http://127.0.0.1:{aml_service.web_port}/aml/v1/https"
+        form = {"location_latitude": "50.65", "location_longitude": "12.19", "location_accuracy": "20",
+                "device_number": "+4915112345678"}  # fmt: skip
+        headers = {"Authorization": "Bearer t-aml-0123456789"}
+        async with aiohttp.ClientSession(timeout=TIMEOUT) as client, client.post(url, data=form, headers=headers) as r:
+            assert r.status == 503
+            assert "retry" in (await r.json())["error"]
+        assert aml_service.redis_ok is False

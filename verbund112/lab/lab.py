@@ -103,6 +103,7 @@ class Verbund:
     ports: dict[str, SitePorts]
     web_token: str
     read_token: str
+    aml_token: str
     rules_file: Path
 
     def site(self, name: str) -> AsteriskSite:
@@ -131,6 +132,7 @@ class Verbund:
                 "tokens": {
                     self.web_token: {"role": "admin", "name": "lab-admin"},
                     self.read_token: {"role": "read", "name": "lab-reader"},
+                    self.aml_token: {"role": "aml", "name": "lab-aml-gateway"},
                 },
             },
         }
@@ -210,7 +212,7 @@ def start_verbund(
         raise
     return Verbund(
         instance, root, redis, sites, ports,
-        web_token=secrets.token_urlsafe(24), read_token=secrets.token_urlsafe(24),
+        web_token=secrets.token_urlsafe(24), read_token=secrets.token_urlsafe(24), aml_token=secrets.token_urlsafe(24),
         rules_file=lab_rules(directory / instance / "rules"),
     )  # fmt: skip
 
@@ -473,7 +475,7 @@ def up(seats_per_site: int = 2, log: Callable[[str], None] = print) -> LabState:
         redis_url=verbund.redis.url,
         sites={},
         processes=processes,
-        tokens={"admin": verbund.web_token, "read": verbund.read_token},
+        tokens={"admin": verbund.web_token, "read": verbund.read_token, "aml": verbund.aml_token},
     )
     try:
         for name, site in verbund.sites.items():

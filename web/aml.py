@@ -1,0 +1,115 @@
+"""AML intake (ETSI TS 103 625): handsets' positions pushed by HTTPS or through an SMS gateway.
+
+Tolerant where real handsets are sloppy, strict where it matters (aml/parse.py).
+A bad message gets 400 with the reason and is logged (without the position);
+a good one is stored in Redis under the caller's E.164 number, expiring after
+aml.retention_s, and announced on the AML update channel. If Redis cannot take
+it the sender gets 503 and retries: nothing is lost silently.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+
+from aml.parse import AmlError, AmlMessage, parse_https, parse_sms
+from routing.decision import AmlFix
+from verbund112 import stores
+from web.app import SERVICE
+
+log = logging.getLogger(__name__)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+async def _body(request: web.Request) -> bytes | web.Response:
+    limit = request.app[SERVICE].settings.aml.max_body_bytes
+    if (request.content_length or 0) > limit:
+        return _error(413, f"AML message larger than {limit} bytes")
+    body = await request.read()
+    if len(body) > limit:
+        return _error(413, f"AML message larger than {limit} bytes")
+    return body
+
+
+def _form(body: bytes) -> dict[str, str]:
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body), max_num_fields=64)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise AmlError(f"not a form-encoded body: {exc}") from exc
+    return dict(pairs)
+
+
+async def https_delivery(request: web.Request) -> web.Response:
+    body = await _body(request)
+    if isinstance(body, web.Response):
+        return body
+    try:
+        message = parse_https(_form(body))
+    except AmlError as exc:
+        return _refuse(request, "https", exc)
+    return await _accept(request, message)
+
+
+async def sms_delivery(request: web.Request) -> web.Response:
+    """From an SMS gateway: form fields or JSON `from` (originator) and `text`."""
+    body = await _body(request)
+    if isinstance(body, web.Response):
+        return body
+    try:
+        if request.content_type == "application/json":
+            try:
+                data = json.loads(body)
+            except ValueError as exc:
+                raise AmlError("not JSON") from exc
+            if not isinstance(data, dict):
+                raise AmlError("JSON body must be an object with from and text")
+        else:
+            data = _form(body)
+        text, sender = data.get("text"), data.get("from")
+        if not isinstance(text, str) or not (sender is None or isinstance(sender, str)):
+            raise AmlError("text (and from) must be strings")
+        message = parse_sms(text, sender)
+    except AmlError as exc:
+        return _refuse(request, "sms", exc)
+    return await _accept(request, message)
+
+
+def _refuse(request: web.Request, kind: str, exc: AmlError) -> web.Response:
+    request.app[SERVICE].metrics.aml_messages.labels(kind, "refused").inc()
+    log.warning("AML %s message refused: %s", kind, exc)
+    return _error(400, str(exc))
+
+
+async def _accept(request: web.Request, message: AmlMessage) -> web.Response:
+    service = request.app[SERVICE]
+    kind = message.format
+    if message.number is None:
+        service.metrics.aml_messages.labels(kind, "refused").inc()
+        log.warning("AML %s message refused: no caller number", kind)
+        return _error(400, "no caller number in the message or from the gateway")
+    if message.position is None:
+        service.metrics.aml_messages.labels(kind, "no-fix").inc()
+        log.info("AML %s message without a fix for a caller", kind)
+        return web.json_response({"stored": False, "reason": "the handset had no fix"}, status=202)
+    fix = AmlFix(message.position, message.fix_time or time.time())
+    details = {"confidence": message.confidence, "format": message.format, "altitude_m": message.altitude_m}
+    try:
+        await stores.add_aml_fix(
+            service.redis, message.number, fix, within=service.settings.redis.timeout,
+            ttl_s=service.settings.aml.retention_s, details=details,
+        )  # fmt: skip
+    except stores.StoreError as exc:
+        service.metrics.aml_messages.labels(kind, "unavailable").inc()
+        log.error("AML %s message not stored (Redis: %s); the sender is told to retry", kind, exc)
+        return _error(503, "AML store unavailable, retry")
+    service.metrics.aml_messages.labels(kind, "stored").inc()
+    log.info("AML %s fix stored for a caller", kind)
+    log.debug("AML fix %s %.5f %.5f r=%.0f", message.number, fix.position.lat, fix.position.lon, fix.position.radius_m)
+    return web.json_response({"stored": True}, status=202)
