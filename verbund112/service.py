@@ -28,6 +28,7 @@ from telephony import events
 from telephony.ami import AmiClient, AmiError
 from telephony.fastagi import AgiReply, AgiSession, FastAgiServer
 from verbund112 import stores
+from verbund112.calls import CallTracker
 from verbund112.rules_holder import RulesChange, RulesHolder
 from verbund112.settings import Settings
 
@@ -129,6 +130,7 @@ class Service:
         self.rules.load_initial()
         self.partner_alive = False
         self._side_tasks: set[asyncio.Task[None]] = set()
+        self.calls = CallTracker(self)
         self.partner_reporting = asyncio.Event()  # set while partner_alive, for whoever must wait for it
         self._call_records: asyncio.Queue[tuple[str, dict[str, object]]] = asyncio.Queue(maxsize=10000)
         self.metrics.ami_connected.set_function(lambda: 1.0 if self.ami.connected.is_set() else 0.0)
@@ -154,7 +156,13 @@ class Service:
         from web.app import make_app  # the web layer depends on the service, not the other way round
 
         await self.fastagi.start()
-        runner = web.AppRunner(make_app(self), access_log=None, handle_signals=False)
+        app = make_app(self)
+
+        async def close_sockets(_: web.Application) -> None:
+            await self.calls.pops.close_all()
+
+        app.on_shutdown.append(close_sockets)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.settings.web.host, self.settings.web.port)
@@ -165,6 +173,7 @@ class Service:
                     tasks.create_task(self.ami.run(), name="ami"),
                     tasks.create_task(self._heartbeat(), name="heartbeat"),
                     tasks.create_task(self._write_call_records(), name="call-records"),
+                    tasks.create_task(self.calls.run(), name="screen-pops"),
                 ]
                 self.started.set()
                 log.info(
@@ -274,6 +283,7 @@ class Service:
         """Queue the call's data for Redis, so the partner that takes the call knows it."""
         record: dict[str, object] = {
             "call_id": call_id,
+            "routed_at": facts.now,
             "entry_site": facts.site,
             "caller": decision.caller_e164 or facts.caller_number,
             "routed_to": decision.centre,
@@ -303,6 +313,10 @@ class Service:
             call_id, record = await self._call_records.get()
             try:
                 await stores.save_call(self.redis, call_id, record, self.settings.redis.timeout)
+                caller = record.get("caller")
+                if isinstance(caller, str) and caller.startswith("+"):
+                    when = float(record["routed_at"])  # type: ignore[arg-type]
+                    await stores.index_call(self.redis, caller, call_id, when, self.settings.redis.timeout)
             except stores.StoreError as exc:
                 log.warning("call record not stored: %s", exc)
 

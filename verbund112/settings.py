@@ -22,7 +22,8 @@ from pydantic_settings import (
 
 SiteName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,15}$")]
 # read: look; admin: change rules; aml: deliver AML messages (an SMS gateway, an AML endpoint)
-Role = Literal["read", "admin", "aml"]
+# dispatcher: the screen pops of the dispatcher the token is named after
+Role = Literal["read", "admin", "aml", "dispatcher"]
 
 
 class _Section(BaseModel):

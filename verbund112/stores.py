@@ -127,3 +127,76 @@ async def append_audit(redis: aioredis.Redis, entry: dict[str, Any], within: flo
 async def read_audit(redis: aioredis.Redis, within: float, count: int = 100) -> list[dict[str, Any]]:
     raw = await _guarded(redis.lrange(AUDIT_KEY, 0, count - 1), within)
     return [json.loads(item) for item in raw]
+
+
+# -- calls: who called, who answered, who hung up unanswered ---------------------
+
+ABANDONED_KEY = "v112:abandoned"
+ABANDONED_CHANNEL = "v112:abandoned-updates"
+
+
+def calls_by_number_key(e164: str) -> str:
+    return f"v112:calls-by-number:{e164}"
+
+
+def answered_key(call_id: str) -> str:
+    return f"v112:answered:{call_id}"
+
+
+async def index_call(redis: aioredis.Redis, e164: str, call_id: str, at: float, within: float) -> None:
+    key = calls_by_number_key(e164)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.zadd(key, {call_id: at})
+        pipe.zremrangebyscore(key, 0, at - PERSONAL_DATA_TTL_S)
+        pipe.expire(key, PERSONAL_DATA_TTL_S)
+        await _guarded(pipe.execute(), within)
+
+
+async def earlier_calls(redis: aioredis.Redis, e164: str, since: float, within: float) -> list[dict[str, Any]]:
+    raw = await _guarded(redis.zrangebyscore(calls_by_number_key(e164), since, "+inf", withscores=True), within)
+    return [{"call_id": member.decode(), "at": score} for member, score in raw]
+
+
+async def mark_answered(redis: aioredis.Redis, call_id: str, site: str, dispatcher: str, within: float) -> None:
+    value = json.dumps({"site": site, "dispatcher": dispatcher, "at": time.time()})
+    await _guarded(redis.set(answered_key(call_id), value, ex=PERSONAL_DATA_TTL_S), within)
+
+
+async def was_answered(redis: aioredis.Redis, call_id: str, within: float) -> bool:
+    return bool(await _guarded(redis.exists(answered_key(call_id)), within))
+
+
+def abandoned_entry_key(call_id: str) -> str:
+    return f"{ABANDONED_KEY}:{call_id}"
+
+
+async def add_abandoned(redis: aioredis.Redis, entry: dict[str, Any], within: float) -> None:
+    """A 112 call that ended before anyone answered: on every dispatcher's callback list.
+
+    An index (sorted by time) plus one key per call, each expiring after 60 minutes.
+    """
+    call_id = entry["call_id"]
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.set(abandoned_entry_key(call_id), json.dumps(entry), ex=PERSONAL_DATA_TTL_S)
+        pipe.zadd(ABANDONED_KEY, {call_id: entry["at"]})
+        pipe.zremrangebyscore(ABANDONED_KEY, 0, time.time() - PERSONAL_DATA_TTL_S)
+        pipe.expire(ABANDONED_KEY, PERSONAL_DATA_TTL_S)
+        pipe.publish(ABANDONED_CHANNEL, call_id)
+        await _guarded(pipe.execute(), within)
+
+
+async def abandoned_calls(redis: aioredis.Redis, within: float) -> list[dict[str, Any]]:
+    ids = await _guarded(redis.zrevrangebyscore(ABANDONED_KEY, "+inf", time.time() - PERSONAL_DATA_TTL_S), within)
+    if not ids:
+        return []
+    raw = await _guarded(redis.mget([abandoned_entry_key(i.decode()) for i in ids]), within)
+    return [json.loads(item) for item in raw if item is not None]
+
+
+async def callback_done(redis: aioredis.Redis, call_id: str, within: float) -> bool:
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.zrem(ABANDONED_KEY, call_id)
+        pipe.delete(abandoned_entry_key(call_id))
+        pipe.publish(ABANDONED_CHANNEL, call_id)
+        removed, _, _ = await _guarded(pipe.execute(), within)
+    return bool(removed)

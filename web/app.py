@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 SERVICE: web.AppKey[Service] = web.AppKey("service")
 GRANT = web.RequestKey("grant", TokenGrant)
 # which token roles a route's role admits
-_ADMITS = {"read": {"read", "admin"}, "admin": {"admin"}, "aml": {"aml"}}
+_ADMITS = {"read": {"read", "admin"}, "admin": {"admin"}, "aml": {"aml"}, "dispatcher": {"dispatcher", "read", "admin"}}
 MAX_RULES_BYTES = 1024 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -65,6 +65,9 @@ def grant_of(token: str, tokens: dict) -> TokenGrant | None:  # type: ignore[typ
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     settings = request.app[SERVICE].settings
+    if not token.strip() and request.path.startswith("/ws/"):
+        # browsers cannot set headers on a WebSocket: the token comes as a query parameter
+        scheme, token = "bearer", request.query.get("token", "")
     grant = grant_of(token.strip(), settings.web.tokens) if scheme.lower() == "bearer" and token.strip() else None
     if grant is None and request.path.startswith("/aml/") and "X-AML-Signature" in request.headers:
         grant = await signed_grant(request, settings.aml.hmac_secret.get_secret_value(), settings.aml.max_body_bytes)
@@ -250,6 +253,37 @@ async def audit(request: web.Request) -> web.Response:
     return web.json_response({"entries": entries})
 
 
+async def dispatcher_socket(request: web.Request) -> web.StreamResponse:
+    """The screen pops of one dispatcher: only with a dispatcher token named after them."""
+    dispatcher = request.match_info["dispatcher"]
+    grant = request[GRANT]
+    if grant.role != "dispatcher" or grant.name != dispatcher:
+        log.warning("screen pops of %s refused to %s (%s)", dispatcher, grant.name, grant.role)
+        return _error(403, "screen pops only for the dispatcher the token belongs to")
+    return await request.app[SERVICE].calls.serve_socket(request, dispatcher)
+
+
+async def abandoned(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    try:
+        return web.json_response(await service.calls.abandoned_message())
+    except stores.StoreError as exc:
+        return _error(503, f"abandoned-call list not readable: {exc}")
+
+
+async def callback_done(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    call_id = request.match_info["call_id"][:80]
+    try:
+        removed = await stores.callback_done(service.redis, call_id, service.settings.redis.timeout)
+    except stores.StoreError as exc:
+        return _error(503, f"not recorded, retry: {exc}")
+    if not removed:
+        return _error(404, "no such abandoned call (already called back?)")
+    log.info("callback of abandoned call %s done by %s", call_id, request[GRANT].name)
+    return web.json_response({"done": call_id, "by": request[GRANT].name})
+
+
 def make_app(service: Service) -> web.Application:
     app = web.Application(middlewares=[json_errors, authenticate], client_max_size=MAX_RULES_BYTES + 1024)
     app[SERVICE] = service
@@ -261,6 +295,10 @@ def make_app(service: Service) -> web.Application:
     app.router.add_post("/api/v1/rules/simulate", simulate_call)
     app.router.add_get("/api/v1/rules/audit", audit)
     from web import aml
+
+    app.router.add_get("/ws/v1/dispatchers/{dispatcher}", dispatcher_socket)
+    app.router.add_get("/api/v1/abandoned", require("dispatcher")(abandoned))
+    app.router.add_post("/api/v1/abandoned/{call_id}/callback-done", require("dispatcher")(callback_done))
 
     app.router.add_post("/aml/v1/https", require("aml")(aml.https_delivery))
     app.router.add_post("/aml/v1/sms", require("aml")(aml.sms_delivery))

@@ -104,6 +104,7 @@ class Verbund:
     web_token: str
     read_token: str
     aml_token: str
+    desk_tokens: dict[str, str]  # dispatcher seat -> its screen-pop token
     rules_file: Path
 
     def site(self, name: str) -> AsteriskSite:
@@ -133,6 +134,7 @@ class Verbund:
                     self.web_token: {"role": "admin", "name": "lab-admin"},
                     self.read_token: {"role": "read", "name": "lab-reader"},
                     self.aml_token: {"role": "aml", "name": "lab-aml-gateway"},
+                    **{token: {"role": "dispatcher", "name": seat} for seat, token in self.desk_tokens.items()},
                 },
             },
         }
@@ -213,6 +215,7 @@ def start_verbund(
     return Verbund(
         instance, root, redis, sites, ports,
         web_token=secrets.token_urlsafe(24), read_token=secrets.token_urlsafe(24), aml_token=secrets.token_urlsafe(24),
+        desk_tokens={seat: secrets.token_urlsafe(24) for site in sites.values() for seat in site.values.dispatchers},
         rules_file=lab_rules(directory / instance / "rules"),
     )  # fmt: skip
 
@@ -336,6 +339,7 @@ def sipp_call(
     shape_xml: str | None = None,
     timeout_s: int = 120,
     uui: str = "0123456789ABCDEF",
+    hang_up_after_ms: int | None = None,
     background: bool = False,
     log_dir: Path | None = None,
 ) -> subprocess.Popen[bytes]:
@@ -343,6 +347,8 @@ def sipp_call(
     if position is not None:
         shape_xml = pidf_circle(*position)
     scenario = SIPP_DIR / ("carrier_112_pidf.xml" if shape_xml else "carrier_112.xml")
+    if hang_up_after_ms is not None:  # the caller gives up before anyone answers
+        scenario, talk_ms = SIPP_DIR / "carrier_112_abandon.xml", hang_up_after_ms
     args = [
         "sipp", f"{LOOPBACK}:{site.values.sip_port}", "-sf", str(scenario),
         "-i", CARRIER_ADDRESS, "-p", str(_free_carrier_port()), "-m", "1",
@@ -475,7 +481,12 @@ def up(seats_per_site: int = 2, log: Callable[[str], None] = print) -> LabState:
         redis_url=verbund.redis.url,
         sites={},
         processes=processes,
-        tokens={"admin": verbund.web_token, "read": verbund.read_token, "aml": verbund.aml_token},
+        tokens={
+            "admin": verbund.web_token,
+            "read": verbund.read_token,
+            "aml": verbund.aml_token,
+            **{f"desk {seat}": token for seat, token in verbund.desk_tokens.items()},
+        },
     )
     try:
         for name, site in verbund.sites.items():

@@ -1,0 +1,159 @@
+"""Screen pops through the real lab: the answering dispatcher's WebSocket, and only theirs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import place_call
+from verbund112.lab import lab
+
+pytestmark = pytest.mark.lab
+TIMEOUT = aiohttp.ClientTimeout(total=30)
+
+
+async def next_message(socket: aiohttp.ClientWebSocketResponse, kind: str, within: float = 20) -> dict[str, Any]:
+    async with asyncio.timeout(within):
+        while True:
+            message = await socket.receive_json()
+            if message["type"] == kind:
+                return message
+
+
+async def nothing_but(socket: aiohttp.ClientWebSocketResponse, allowed: set[str]) -> None:
+    """Ask for the state: everything the server sent before its answer must be of the allowed kinds."""
+    await socket.send_json({"type": "state"})
+    async with asyncio.timeout(10):
+        while True:
+            message = await socket.receive_json()
+            if message["type"] == "state":
+                assert message["card"] is None
+                return
+            assert message["type"] in allowed, message
+
+
+def socket_url(verbund: lab.Verbund, site: str, seat: str, token: str | None = None) -> str:
+    token = token or verbund.desk_tokens[seat]
+    return f"http://127.0.0.1:{verbund.ports[site].web}/ws/v1/dispatchers/{seat}?token={token}"
+
+
+async def post_aml(verbund: lab.Verbund, site: str, number: str, lat: float, lon: float) -> None:
+    now_ms = str(int(time.time() * 1000))
+    form = {"location_latitude": str(lat), "location_longitude": str(lon), "location_accuracy": "12",
+            "location_source": "gps", "time": now_ms, "location_time": now_ms, "device_number": number}  # fmt: skip
+    url = f"http://127.0.0.1:{verbund.ports[site].web}/aml/v1/https"
+    headers = {"Authorization": f"Bearer {verbund.aml_token}"}
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as client, client.post(url, data=form, headers=headers) as r:
+        assert r.status == 202
+
+
+async def test_the_answering_dispatcher_gets_the_card_and_aml_updates_the_others_nothing(
+    verbund: lab.Verbund, start_service, start_desks
+) -> None:
+    await start_service("jena")
+    await start_desks("jena", ["jena-d1"])
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as client:
+        mine = await client.ws_connect(socket_url(verbund, "jena", "jena-d1"))
+        other = await client.ws_connect(socket_url(verbund, "jena", "jena-d2"))
+        await next_message(mine, "hello")
+        await next_message(other, "hello")
+        call = asyncio.create_task(
+            place_call(verbund, "jena", "+4915112349001", talk_ms=6000, position=(50.9279, 11.5891, 25))
+        )
+        card = await next_message(mine, "card")
+        assert card["dispatcher"] == "jena-d1"
+        assert card["caller"] == "+4915112349001"
+        assert card["answered_site"] == "jena"
+        assert card["locations"][0]["source"] == "pidf"
+        assert card["locations"][0]["district"] == "Jena"
+        assert card["locations"][0]["radius_m"] == 25
+
+        await post_aml(verbund, "jena", "+4915112349001", 50.9301, 11.5902)
+        update = await next_message(mine, "location", within=5)
+        assert update["call_id"] == card["call_id"]
+        assert update["location"]["source"] == "aml"
+        assert update["location"]["lat"] == pytest.approx(50.9301)
+
+        # reconnect mid-call: the card comes again
+        await mine.close()
+        again = await client.ws_connect(socket_url(verbund, "jena", "jena-d1"))
+        resent = await next_message(again, "card")
+        assert resent["call_id"] == card["call_id"]
+        assert resent["locations"][0]["source"] == "aml"
+
+        await nothing_but(other, {"hello", "abandoned"})
+        assert await call == 0
+        ended = await next_message(again, "call-ended")
+        assert ended["call_id"] == card["call_id"]
+
+
+async def test_a_call_moved_to_gera_pops_at_gera_with_jenas_data_and_later_aml(
+    verbund: lab.Verbund, start_service, start_desks
+) -> None:
+    await start_service("jena")
+    await start_service("gera")
+    await start_desks("gera", ["gera-d1"])  # nobody at Jena: the call goes over the trunk
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as client:
+        gera = await client.ws_connect(socket_url(verbund, "gera", "gera-d1"))
+        await next_message(gera, "hello")
+        call = asyncio.create_task(
+            place_call(verbund, "jena", "+4915112349002", talk_ms=6000, position=(50.9279, 11.5891, 40))
+        )
+        card = await next_message(gera, "card")
+        assert card["answered_site"] == "gera"
+        assert card["entry_site"] == "jena"
+        assert card["overflowed_from"] == "jena"
+        assert card["call_id"].startswith("jena-")
+        assert card["locations"][0]["district"] == "Jena"  # what Jena's routing knew
+        await post_aml(verbund, "jena", "+4915112349002", 50.931, 11.59)  # AML arrives at Jena's intake
+        update = await next_message(gera, "location", within=5)
+        assert update["location"]["lat"] == pytest.approx(50.931)
+        assert await call == 0
+
+
+async def test_an_abandoned_call_lands_on_every_dispatchers_callback_list(verbund: lab.Verbund, start_service) -> None:
+    await start_service("jena")
+    await start_service("gera")
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as client:
+        jena_desk = await client.ws_connect(socket_url(verbund, "jena", "jena-d3"))
+        gera_desk = await client.ws_connect(socket_url(verbund, "gera", "gera-d3"))
+        await next_message(jena_desk, "hello")
+        await next_message(gera_desk, "hello")
+        assert await place_call(verbund, "jena", "+4915112349003", hang_up_after_ms=1500) == 0
+
+        async def listed(socket: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
+            while True:
+                message = await next_message(socket, "abandoned")
+                if any(c["caller"] == "+4915112349003" for c in message["calls"]):
+                    return next(c for c in message["calls"] if c["caller"] == "+4915112349003")
+
+        entry = await listed(jena_desk)
+        assert (await listed(gera_desk))["call_id"] == entry["call_id"]
+
+        url = f"http://127.0.0.1:{verbund.ports['gera'].web}/api/v1/abandoned/{entry['call_id']}/callback-done"
+        headers = {"Authorization": f"Bearer {verbund.desk_tokens['gera-d3']}"}
+        async with client.post(url, headers=headers) as response:
+            assert response.status == 200
+        while True:
+            message = await next_message(jena_desk, "abandoned")
+            if not any(c["call_id"] == entry["call_id"] for c in message["calls"]):
+                break
+
+
+async def test_screen_pops_need_the_dispatchers_own_token(verbund: lab.Verbund, start_service) -> None:
+    await start_service("jena")
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as client:
+        for token, status in ((verbund.desk_tokens["jena-d2"], 403), ("wrong", 401), (verbund.read_token, 403)):
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await client.ws_connect(socket_url(verbund, "jena", "jena-d1", token))
+            assert refused.value.status == status
+        socket = await client.ws_connect(socket_url(verbund, "jena", "jena-d1"))
+        await next_message(socket, "hello")
+        await socket.send_str("garbage")
+        assert (await next_message(socket, "error"))["error"]
+        await socket.send_json({"type": "state"})
+        assert (await next_message(socket, "state"))["card"] is None
