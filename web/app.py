@@ -21,9 +21,11 @@ import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import prometheus_client as prom
+import shapely.geometry
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -65,7 +67,7 @@ def grant_of(token: str, tokens: dict) -> TokenGrant | None:  # type: ignore[typ
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     settings = request.app[SERVICE].settings
-    if not token.strip() and request.path.startswith("/ws/"):
+    if not token.strip() and request.path.startswith(("/ws/", "/dispatch/")):
         # browsers cannot set headers on a WebSocket: the token comes as a query parameter
         scheme, token = "bearer", request.query.get("token", "")
     grant = grant_of(token.strip(), settings.web.tokens) if scheme.lower() == "bearer" and token.strip() else None
@@ -253,6 +255,35 @@ async def audit(request: web.Request) -> web.Response:
     return web.json_response({"entries": entries})
 
 
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+async def dispatch_page(request: web.Request) -> web.StreamResponse:
+    """The dispatcher's page (token in the query: the page passes it on to the API and WebSocket)."""
+    dispatcher = request.match_info["dispatcher"]
+    grant = request[GRANT]
+    if grant.role != "dispatcher" or grant.name != dispatcher:
+        return _error(403, "the page only for the dispatcher the token belongs to")
+    return web.FileResponse(STATIC / "dispatch.html", headers={"Cache-Control": "no-store",
+                            "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline' 'self'; "
+                            "style-src 'unsafe-inline' 'self'; connect-src 'self'"})  # fmt: skip
+
+
+async def districts(request: web.Request) -> web.Response:
+    """The district polygons of the rules in force, for the map (no external tile server)."""
+    rules = request.app[SERVICE].rules.rules
+    if rules is None:
+        return _error(503, "no valid rules loaded")
+    features = [
+        {"type": "Feature", "properties": {"AGS": d.ags, "name": d.name, "verbund": rules.centre_of(d.ags) in
+                                           rules.spec.sites},
+         "geometry": shapely.geometry.mapping(geometry)}
+        for d, geometry in zip(rules.index.districts, rules.index.geometries, strict=True)
+    ]  # fmt: skip
+    attribution = "© GeoBasis-DE / BKG 2021 (Daten verändert), https://www.bkg.bund.de"
+    return web.json_response({"type": "FeatureCollection", "features": features, "attribution": attribution})
+
+
 async def dispatcher_socket(request: web.Request) -> web.StreamResponse:
     """The screen pops of one dispatcher: only with a dispatcher token named after them."""
     dispatcher = request.match_info["dispatcher"]
@@ -297,6 +328,8 @@ def make_app(service: Service) -> web.Application:
     from web import aml
 
     app.router.add_get("/ws/v1/dispatchers/{dispatcher}", dispatcher_socket)
+    app.router.add_get("/dispatch/{dispatcher}", dispatch_page)
+    app.router.add_get("/api/v1/districts", require("dispatcher")(districts))
     app.router.add_get("/api/v1/abandoned", require("dispatcher")(abandoned))
     app.router.add_post("/api/v1/abandoned/{call_id}/callback-done", require("dispatcher")(callback_done))
 

@@ -1,0 +1,87 @@
+"""The dispatcher page in real headless Chromium (Debian's, driven by Playwright)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from playwright.async_api import Browser, async_playwright
+
+from tests.conftest import place_call
+from verbund112.lab import lab
+
+pytestmark = pytest.mark.lab
+
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield chromium
+        await chromium.close()
+
+
+async def test_an_answered_call_shows_on_the_dispatchers_page_and_aml_moves_it(
+    verbund: lab.Verbund, start_service, start_desks, browser: Browser
+) -> None:
+    await start_service("jena")
+    await start_desks("jena", ["jena-d1"])
+    page = await browser.new_page()
+    web = f"http://127.0.0.1:{verbund.ports['jena'].web}"
+    await page.goto(f"{web}/dispatch/jena-d1?token={verbund.desk_tokens['jena-d1']}")
+    await page.wait_for_selector("text=verbunden als jena-d1")
+    await page.wait_for_selector("path.district[data-ags='16053']", state="attached")
+    assert "GeoBasis-DE / BKG 2021" in await page.inner_text("#attribution")
+
+    call = asyncio.create_task(
+        place_call(verbund, "jena", "+4915112348001", talk_ms=8000, position=(50.9279, 11.5891, 25))
+    )
+    await page.wait_for_selector("#caller:has-text('+4915112348001')", timeout=20000)
+    pidf_row = await page.inner_text(".loc[data-source='pidf']")
+    assert "50.92790, 11.58910 ±25 m" in pidf_row
+    assert await page.locator(".caller[data-source='pidf']").count() == 1
+    assert await page.inner_text("#incident") == ""  # nothing taken over without a click
+
+    now_ms = str(int(time.time() * 1000))
+    form = {
+        "location_latitude": "50.9301",
+        "location_longitude": "11.5902",
+        "location_accuracy": "9",
+        "location_source": "gps",
+        "time": now_ms,
+        "location_time": now_ms,
+        "device_number": "+4915112348001",
+    }
+    async with (
+        aiohttp.ClientSession() as client,
+        client.post(
+            f"{web}/aml/v1/https", data=form, headers={"Authorization": f"Bearer {verbund.aml_token}"}
+        ) as response,
+    ):
+        assert response.status == 202
+    await page.wait_for_selector(".caller[data-source='aml']", state="attached", timeout=5000)
+    assert "50.93010, 11.59020 ±9 m" in await page.inner_text(".loc[data-source='aml']")
+
+    await page.click(".loc[data-source='aml'] button")
+    assert "50.93010, 11.59020" in await page.inner_text("#incident")
+    await page.screenshot(path=str(lab.lab_dir() / "dispatch-page.png"))
+    assert await call == 0
+    await page.wait_for_selector("#card.idle", timeout=10000)
+
+
+async def test_the_page_needs_the_dispatchers_own_token(verbund: lab.Verbund, start_service, browser: Browser) -> None:
+    await start_service("jena")
+    page = await browser.new_page()
+    web = f"http://127.0.0.1:{verbund.ports['jena'].web}"
+    response = await page.goto(f"{web}/dispatch/jena-d1?token={verbund.desk_tokens['jena-d2']}")
+    assert response is not None and response.status == 403
+    response = await page.goto(f"{web}/dispatch/jena-d1")
+    assert response is not None and response.status == 401
