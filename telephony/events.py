@@ -14,6 +14,7 @@ call over).
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -81,6 +82,7 @@ class DispatcherAnswered(CallEvent):
     ring_time: int
     caller_number: str
     from_site: str
+    answered_at: float = 0.0  # Asterisk's Timestamp of the event (manager.conf timestampevents)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +197,16 @@ def _agent_connect(m: RawMessage, site: str) -> DispatcherAnswered:
         ring_time=_int(m, "RingTime"),
         caller_number=_caller(m),
         from_site=channel_variables(m).get("V112_FROM_SITE", ""),
+        answered_at=_float(m, "Timestamp"),
     )
+
+
+def _float(message: RawMessage, key: str) -> float:
+    try:
+        value = float(_text(message, key) or 0.0)
+    except ValueError:
+        return 0.0
+    return value if math.isfinite(value) else 0.0
 
 
 def _agent_complete(m: RawMessage, site: str) -> CallCompleted:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import json
 import os
@@ -129,6 +130,70 @@ async def bench_aml(verbund: lab.Verbund, concurrency: int, total: int) -> None:
         elapsed = time.perf_counter() - started
     print(f"AML HTTPS intake, {concurrency} concurrent (ms): {percentiles(timings)}; "
           f"{total / elapsed:.0f} messages/s, {failures} not accepted")  # fmt: skip
+
+
+async def bench_pops(verbund: lab.Verbund, rate: int, seconds: int) -> None:
+    """Answer (Asterisk's AMI timestamp) -> card at the WebSocket, and AML POST -> update at the WebSocket,
+    while calls arrive at `rate`/s (answered by the bench desk, whose screen is the WebSocket here)."""
+    import aiohttp
+
+    site = verbund.site("jena")
+    web_base = f"http://{LOOPBACK}:{verbund.ports['jena'].web}"
+    number = "+4915112340099"
+    desk = lab.bench_desk(site, timeout_s=seconds + 60)
+    card_ms: list[float] = []
+    aml_ms: list[float] = []
+    waiting: asyncio.Future[float] | None = None
+    missed = 0
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as client:
+            socket = await client.ws_connect(
+                f"{web_base}/ws/v1/dispatchers/bench-desk?token={verbund.desk_tokens['bench-desk']}"
+            )
+
+            async def read() -> None:
+                async for message in socket:
+                    now, data = time.time(), json.loads(message.data)
+                    if data["type"] == "card":
+                        card_ms.append((now - data["answered_at"]) * 1000)
+                    elif data["type"] == "location" and waiting is not None and not waiting.done():
+                        waiting.set_result(now)
+
+            reader = asyncio.create_task(read())
+            sipp = await asyncio.create_subprocess_exec(
+                "sipp", f"{LOOPBACK}:{site.values.sip_port}", "-sf", str(lab.SIPP_DIR / "carrier_112.xml"),
+                "-i", lab.CARRIER_ADDRESS, "-p", str(lab._free_carrier_port()), "-mp", str(free_rtp_base(10)),
+                "-key", "caller", number, "-key", "uui", "00", "-r", str(rate), "-m", str(rate * seconds),
+                "-d", "2000", "-timeout", f"{seconds + 30}s", "-nostdin", "-nd",
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+            headers = {"Authorization": f"Bearer {verbund.aml_token}"}
+            while sipp.returncode is None:
+                waiting = asyncio.get_running_loop().create_future()
+                now_ms = str(int(time.time() * 1000))
+                form = {
+                    "location_latitude": "50.9301", "location_longitude": "11.5902", "location_accuracy": "9",
+                    "location_source": "gps", "time": now_ms, "location_time": now_ms, "device_number": number,
+                }  # fmt: skip
+                started = time.time()
+                async with client.post(f"{web_base}/aml/v1/https", data=form, headers=headers) as response:
+                    await response.read()
+                try:
+                    arrived = await asyncio.wait_for(asyncio.shield(waiting), 2.0)
+                    aml_ms.append((arrived - started) * 1000)
+                except TimeoutError:
+                    missed += 1  # no card yet (before the first answer) or between calls
+                await asyncio.sleep(0.05)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(sipp.wait(), 0.001)
+            await sipp.wait()
+            await socket.close()
+            reader.cancel()
+    finally:
+        desk.kill()
+        desk.communicate()
+    print(f"screen pop, answer (AMI timestamp) -> card at the WebSocket, {rate} calls/s (ms): {percentiles(card_ms)}")
+    print(f"screen pop, AML POST -> update at the WebSocket (ms): {percentiles(aml_ms)}; {missed} without a card")
 
 
 def server_side(verbund: lab.Verbund) -> str:
@@ -252,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  server side (the service's own histogram): {server_side(verbund)}")
         asyncio.run(bench_fastagi(port, 50, args.agi_calls, rate=None))
         asyncio.run(bench_aml(verbund, 20, args.aml_messages))
+        asyncio.run(bench_pops(verbund, rate=20, seconds=args.seconds))
         bench_cps(verbund, [int(rate) for rate in args.rates.split(",")], args.seconds)
     finally:
         for process in services:

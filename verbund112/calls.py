@@ -143,11 +143,13 @@ class CallTracker:
             number = to_e164(number)
             trail = await stores.aml_trail(self._redis, number, self._within)
             earlier = await stores.earlier_calls(self._redis, number, now - REPEAT_WINDOW_S, self._within)
-        return build_card(
+        card = build_card(
             call_id=event.call_id, answered_site=event.site, dispatcher=event.dispatcher, caller_number=number,
             from_site=event.from_site, wait_s=event.hold_time, record=record, aml_trail=trail,
             earlier_calls=earlier, now=now,
         )  # fmt: skip
+        card["answered_at"] = event.answered_at or now
+        return card
 
     async def _completed(self, event: events.CallCompleted) -> None:
         card = self.pops.cards.get(event.dispatcher)

@@ -215,7 +215,11 @@ def start_verbund(
     return Verbund(
         instance, root, redis, sites, ports,
         web_token=secrets.token_urlsafe(24), read_token=secrets.token_urlsafe(24), aml_token=secrets.token_urlsafe(24),
-        desk_tokens={seat: secrets.token_urlsafe(24) for site in sites.values() for seat in site.values.dispatchers},
+        desk_tokens={
+            seat: secrets.token_urlsafe(24)
+            for site in sites.values()
+            for seat in [*site.values.dispatchers, *(["bench-desk"] if bench else [])]
+        },
         rules_file=lab_rules(directory / instance / "rules"),
     )  # fmt: skip
 
