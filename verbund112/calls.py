@@ -182,25 +182,37 @@ class CallTracker:
             try:
                 await self._listen()
             except (OSError, aioredis.RedisError, TimeoutError) as exc:
+                if stores.being_cancelled():
+                    raise asyncio.CancelledError from exc
                 log.warning("Redis announcements lost (%s); listening again in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
     async def _listen(self) -> None:
-        async with self._redis.pubsub() as pubsub:
-            await pubsub.subscribe(stores.AML_UPDATES_CHANNEL, stores.ABANDONED_CHANNEL)
-            while True:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                if message is None:
-                    continue
-                channel = message["channel"].decode()
-                try:
-                    if channel == stores.AML_UPDATES_CHANNEL:
-                        await self._aml_update(message["data"].decode())
-                    else:
-                        await self.pops.broadcast(await self.abandoned_message())
-                except stores.StoreError as exc:
-                    log.warning("announcement not handled, Redis: %s", exc)
+        pubsub = self._redis.pubsub()
+        try:
+            await self._relay(pubsub)
+        finally:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1.0):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _relay(self, pubsub: Any) -> None:
+        await pubsub.subscribe(stores.AML_UPDATES_CHANNEL, stores.ABANDONED_CHANNEL)
+        while True:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            if stores.being_cancelled():  # redis-py may swallow the cancellation and return None
+                raise asyncio.CancelledError
+            if message is None:
+                continue
+            channel = message["channel"].decode()
+            try:
+                if channel == stores.AML_UPDATES_CHANNEL:
+                    await self._aml_update(message["data"].decode())
+                else:
+                    await self.pops.broadcast(await self.abandoned_message())
+            except stores.StoreError as exc:
+                log.warning("announcement not handled, Redis: %s", exc)
 
     async def _aml_update(self, number: str) -> None:
         holders = [d for d, card in self.pops.cards.items() if card.get("caller") == number]

@@ -194,7 +194,8 @@ class Service:
                 async with asyncio.timeout(self.settings.redis.timeout):
                     await self.redis.delete(stores.heartbeat_key(self.settings.site))
             with contextlib.suppress(Exception):
-                await self.redis.aclose()
+                async with asyncio.timeout(self.settings.redis.timeout):
+                    await self.redis.aclose()
             log.info("verbund112 %s stopped", self.settings.site)
 
     # -- FastAGI --------------------------------------------------------------
@@ -390,6 +391,8 @@ class Service:
                     log.info("Redis reachable")
                 self.redis_ok = True
             except (TimeoutError, OSError, aioredis.RedisError) as exc:
+                if stores.being_cancelled():
+                    raise asyncio.CancelledError from exc
                 if self.redis_ok:
                     log.warning("Redis unreachable: %s (calls are not affected)", exc or type(exc).__name__)
                 self.redis_ok = False

@@ -45,11 +45,23 @@ class StoreError(Exception):
     """Redis did not answer in time or at all."""
 
 
+def being_cancelled() -> bool:
+    """True while the current task is being cancelled.
+
+    redis-py can turn a cancellation that reaches it into TimeoutError or a
+    ConnectionError; a loop that retries on those would then never stop.
+    """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 async def _guarded(coro: Any, within: float) -> Any:
     try:
         async with asyncio.timeout(within):
             return await coro
     except (TimeoutError, OSError, aioredis.RedisError) as exc:
+        if being_cancelled():
+            raise asyncio.CancelledError from exc
         raise StoreError(str(exc) or type(exc).__name__) from exc
 
 
