@@ -34,7 +34,7 @@ from routing.decision import AmlFix, CallFacts, SiteStates, decide
 from routing.location import Position
 from routing.rules import load_rules
 from verbund112.lab import agi_client, lab
-from verbund112.lab.processes import LOOPBACK, free_rtp_base, wait_until
+from verbund112.lab.processes import LOOPBACK, AsteriskSite, free_rtp_base, wait_until
 from verbund112.rules_holder import SHIPPED_RULES
 
 
@@ -268,12 +268,24 @@ def bench_cps(verbund: lab.Verbund, rates: list[int], seconds: int) -> None:
     print(f"  highest rate without a failed call: plain {best['plain']}/s, routed {best['routed']}/s ({ratio:.2f}x)")
 
 
+def _wait_idle(site: AsteriskSite) -> None:
+    """No backlog carried into the next run: wait (at most 60 s) until Asterisk has no channel."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        count = site.cli("core show channels count")
+        if count.strip().startswith("0 active channels"):
+            return
+        time.sleep(0.5)
+    print(f"  (Asterisk still busy before the next run: {count.splitlines()[0] if count else '?'})")
+
+
 def _run_rates(verbund: lab.Verbund, rates: list[int], seconds: int, work: Path, best: dict[str, int]) -> None:
     site = verbund.site("jena")
     for rate in rates:
         row = {}
         for mode in ("plain", "routed"):
             site.cli(f"dialplan set global V112_ASK_SERVICE {0 if mode == 'plain' else 1}")
+            _wait_idle(site)
             row[mode] = result = sipp_rate(verbund, rate, seconds, work, mode)
             if result["failed"] == 0 and result["ok"] >= rate * seconds:
                 best[mode] = rate
@@ -317,8 +329,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  server side (the service's own histogram): {server_side(verbund)}")
         asyncio.run(bench_fastagi(port, 50, args.agi_calls, rate=None))
         asyncio.run(bench_aml(verbund, 20, args.aml_messages))
-        asyncio.run(bench_pops(verbund, rate=20, seconds=args.seconds))
         bench_cps(verbund, [int(rate) for rate in args.rates.split(",")], args.seconds)
+        asyncio.run(bench_pops(verbund, rate=20, seconds=args.seconds))
     finally:
         for process in services:
             process.terminate()
