@@ -98,7 +98,7 @@ async def next_event(
 
 async def place_call(verbund: lab.Verbund, site: str, caller: str, **options: Any) -> int:
     """A complete 112 call through sipp; returns sipp's exit code (0: answered and hung up cleanly)."""
-    process = lab.sipp_call(verbund.site(site), caller, **options)
+    process = lab.sipp_call(verbund.site(site).values.sip_port, caller, **options)
     _, errors = await asyncio.to_thread(process.communicate, None, 150)
     if process.returncode != 0:
         print(f"sipp exit {process.returncode}: {errors.decode(errors='replace')[-3000:]}")

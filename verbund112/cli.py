@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -131,19 +130,14 @@ def lab_call(*, number: str, site: str, lat: float | None, lon: float | None, ra
         raise click.UsageError("--lat and --lon go together")
     info = state.sites[site]
     position = (lat, lon, radius) if lat is not None and lon is not None else None
-    scenario = lab_module.SIPP_DIR / ("carrier_112_pidf.xml" if position else "carrier_112.xml")
-    args = ["sipp", f"127.0.0.1:{info['sip_port']}", "-sf", str(scenario), "-i", lab_module.CARRIER_ADDRESS,
-            "-m", "1", "-key", "caller", number, "-key", "uui", "0123456789ABCDEF",
-            "-d", str(int(talk * 1000)), "-timeout", "90s", "-timeout_error", "-nostdin", "-nd"]  # fmt: skip
-    if position:
-        args += ["-key", "shape", lab_module.pidf_circle(*position)]
     where = f" at {lat}, {lon} (±{radius:.0f} m)" if position else ""
     click.echo(f"112 call from {number} into {site}'s carrier trunk{where}")
     # what the desks of both sites log during the call tells who answered
     desk_logs = {name: Path(s["desks_log"]) for name, s in state.sites.items()}
     offsets = {name: path.stat().st_size for name, path in desk_logs.items()}
     started = time.monotonic()
-    result = subprocess.run(args, capture_output=True, text=True, check=False)
+    process = lab_module.sipp_call(info["sip_port"], number, talk_ms=int(talk * 1000), position=position, timeout_s=90)
+    process.communicate()
     elapsed = time.monotonic() - started
     for name, path in desk_logs.items():
         with path.open() as handle:
@@ -152,8 +146,8 @@ def lab_call(*, number: str, site: str, lat: float | None, lon: float | None, ra
                 event = json.loads(line)
                 if event.get("event") == "answered":
                     click.echo(f"answered at {name} by dispatcher {event['seat']} (caller shown: {event['caller']})")
-    if result.returncode != 0:
-        raise click.ClickException(f"the call failed (sipp exit {result.returncode}) after {elapsed:.1f} s")
+    if process.returncode != 0:
+        raise click.ClickException(f"the call failed (sipp exit {process.returncode}) after {elapsed:.1f} s")
     click.echo(f"call completed in {elapsed:.1f} s")
 
 

@@ -335,7 +335,7 @@ class Desks:
 
 
 def sipp_call(
-    site: AsteriskSite,
+    sip_port: int,
     caller: str,
     *,
     talk_ms: int = 1000,
@@ -344,17 +344,16 @@ def sipp_call(
     timeout_s: int = 120,
     uui: str = "0123456789ABCDEF",
     hang_up_after_ms: int | None = None,
-    background: bool = False,
     log_dir: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Place one 112 call as the telephone network's emergency trunk would."""
+    """Place one 112 call into a site's SIP port as the telephone network's emergency trunk would."""
     if position is not None:
         shape_xml = pidf_circle(*position)
     scenario = SIPP_DIR / ("carrier_112_pidf.xml" if shape_xml else "carrier_112.xml")
     if hang_up_after_ms is not None:  # the caller gives up before anyone answers
         scenario, talk_ms = SIPP_DIR / "carrier_112_abandon.xml", hang_up_after_ms
     args = [
-        "sipp", f"{LOOPBACK}:{site.values.sip_port}", "-sf", str(scenario),
+        "sipp", f"{LOOPBACK}:{sip_port}", "-sf", str(scenario),
         "-i", CARRIER_ADDRESS, "-p", str(_free_carrier_port()), "-m", "1",
         "-key", "caller", caller, "-key", "uui", uui, "-d", str(talk_ms),
         "-timeout", f"{timeout_s}s", "-timeout_error", "-nostdin", "-nd",
