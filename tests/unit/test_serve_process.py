@@ -13,35 +13,44 @@ from pathlib import Path
 
 from verbund112.lab.processes import free_tcp_port, wait_until
 
+TOKEN = "token-for-this-test"
 
-def test_serve_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
+
+def start_serve(tmp_path: Path, extra: str = "") -> tuple[subprocess.Popen[bytes], int]:
+    """`verbund112 serve` with nothing behind AMI and Redis; returns the process and its web port."""
     web_port = free_tcp_port()
     config = tmp_path / "jena.yaml"
     config.write_text(
-        f"site: jena\nami:\n  port: {free_tcp_port()}\nfastagi:\n  port: {free_tcp_port()}\n"
+        f"site: jena\n{extra}ami:\n  port: {free_tcp_port()}\nfastagi:\n  port: {free_tcp_port()}\n"
         f"redis:\n  url: redis://127.0.0.1:{free_tcp_port()}/0\nweb:\n  port: {web_port}\n"
     )
-    env = {
-        **os.environ,
-        "VERBUND112_WEB__TOKENS": json.dumps({"token-for-this-test": {"role": "read", "name": "test"}}),
-    }
+    env = {**os.environ, "VERBUND112_WEB__TOKENS": json.dumps({TOKEN: {"role": "read", "name": "test"}})}
     process = subprocess.Popen(
         [sys.executable, "-m", "verbund112", "serve", "--config", str(config)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
     )  # fmt: skip
+    return process, web_port
 
-    def answering() -> bool:
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{web_port}/api/v1/status", headers={"Authorization": "Bearer token-for-this-test"}
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=1) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
 
+def status(web_port: int) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{web_port}/api/v1/status", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    with urllib.request.urlopen(request, timeout=1) as response:
+        return dict(json.loads(response.read()))
+
+
+def answering(web_port: int) -> bool:
     try:
-        wait_until(answering, 15, "verbund112 serve", process)
+        return status(web_port)["rules"]["digest"] is not None
+    except OSError:
+        return False
+
+
+def test_serve_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
+    process, web_port = start_serve(tmp_path)
+    try:
+        wait_until(lambda: answering(web_port), 15, "verbund112 serve", process)
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=15)
     finally:
@@ -70,33 +79,13 @@ def test_sighup_reloads_the_rules_and_refuses_a_broken_file(tmp_path: Path) -> N
     shutil.copytree(Path(__file__).resolve().parents[2] / "rules", rules_dir)
     rules_file = rules_dir / "verbund112.yaml"
     good = rules_file.read_text()
-    web_port = free_tcp_port()
-    config = tmp_path / "jena.yaml"
-    config.write_text(
-        f"site: jena\nrules_file: {rules_file}\nami:\n  port: {free_tcp_port()}\nfastagi:\n  port: {free_tcp_port()}\n"
-        f"redis:\n  url: redis://127.0.0.1:{free_tcp_port()}/0\nweb:\n  port: {web_port}\n"
-    )
-    env = {**os.environ, "VERBUND112_WEB__TOKENS": json.dumps({"token-for-this-test": {"role": "read", "name": "t"}})}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "verbund112", "serve", "--config", str(config)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-    )  # fmt: skip
+    process, web_port = start_serve(tmp_path, f"rules_file: {rules_file}\n")
 
     def rules_state() -> dict:
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{web_port}/api/v1/status", headers={"Authorization": "Bearer token-for-this-test"}
-        )
-        with urllib.request.urlopen(request, timeout=1) as response:
-            return dict(json.loads(response.read())["rules"])
-
-    def answering() -> bool:
-        try:
-            return rules_state()["digest"] is not None
-        except OSError:
-            return False
+        return dict(status(web_port)["rules"])
 
     try:
-        wait_until(answering, 15, "verbund112 serve", process)
+        wait_until(lambda: answering(web_port), 15, "verbund112 serve", process)
         first = rules_state()["digest"]
 
         rules_file.write_text(good.replace('"16076": gera', '"16076": atlantis'))
