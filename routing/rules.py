@@ -83,6 +83,31 @@ class CellEntry(_Frozen):
         return self
 
 
+class OverflowFrom(_Frozen):
+    """Moving callers who wait at one site to its partner (the overflow service)."""
+
+    enabled: bool = True
+    # a caller who waited this long is moved if the partner has a spare dispatcher
+    wait_threshold_s: float = Field(default=10, ge=0, le=600)
+    # ... or this long while every dispatcher of the site is busy
+    all_busy_after_s: float = Field(default=3, ge=0, le=600)
+
+    @model_validator(mode="after")
+    def _order(self) -> OverflowFrom:
+        if self.all_busy_after_s > self.wait_threshold_s:
+            raise ValueError("all_busy_after_s must not be longer than wait_threshold_s")
+        return self
+
+
+class Overflow(_Frozen):
+    # by the site where the callers wait; a site not listed moves nobody
+    sites: dict[CentreId, OverflowFrom] = {}
+    # hysteresis: the partner must have had a spare dispatcher for this long
+    partner_spare_for_s: float = Field(default=1.0, ge=0, le=30)
+    # a move the partner has not confirmed by then is counted as failed
+    confirm_within_s: float = Field(default=10, gt=0, le=120)
+
+
 class RulesFile(_Frozen):
     """The schema of the rules file."""
 
@@ -95,7 +120,7 @@ class RulesFile(_Frozen):
     source_priority: tuple[Source, ...] = DEFAULT_PRIORITY
     aml_max_age_s: int = Field(default=600, ge=1, le=3600)
     decision_deadline_ms: int = Field(default=150, ge=10, le=1000)
-    overflow: dict[str, Any] = {}  # reserved for the overflow settings
+    overflow: Overflow = Overflow()
 
 
 @dataclass(frozen=True)
@@ -236,6 +261,10 @@ def _reference_problems(spec: RulesFile, path: Path, lines: dict[tuple[Any, ...]
     for centre in sorted(set(spec.sites) & set(spec.external_targets)):
         problems.append(f"{path}:{lines.get(('external_targets', centre), 0)}: external_targets.{centre}: "
                         "is a site too")  # fmt: skip
+    for site in spec.overflow.sites:
+        if site not in spec.sites:
+            problems.append(f"{path}:{lines.get(('overflow', 'sites', site), 0)}: overflow.sites.{site}: "
+                            "not a site of the Verbund")  # fmt: skip
     line = lines.get(("source_priority",), 0)
     if not spec.source_priority or spec.source_priority[-1] != "trunk":
         problems.append(f"{path}:{line}: source_priority: must end with trunk, the last resort")

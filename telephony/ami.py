@@ -145,15 +145,24 @@ class AmiClient:
             raise AmiError(f"{fields.get('Action')}: {first.get('Message', 'error')}")
         return response
 
-    async def queue_status(self, queue: str) -> list[events.DispatcherStateChanged]:
-        """The current state of every member of a queue."""
+    async def queue_status(self, queue: str) -> list[events.DispatcherStateChanged | events.CallerWaiting]:
+        """The current state of every member of a queue, and the callers waiting in it."""
         answer = await self.action({"Action": "QueueStatus", "Queue": queue})
-        members = []
+        found: list[events.DispatcherStateChanged | events.CallerWaiting] = []
         for message in answer if isinstance(answer, list) else [answer]:
             event = events.parse(message, self.site)
-            if isinstance(event, events.DispatcherStateChanged):
-                members.append(event)
-        return members
+            if isinstance(event, events.DispatcherStateChanged | events.CallerWaiting):
+                found.append(event)
+        return found
+
+    async def withdraw_caller(self, queue: str, channel: str, info: str) -> None:
+        """Take a caller who is still waiting out of the queue, back to the dialplan.
+
+        Unlike Redirect this cannot tear an answered call away from a dispatcher:
+        Asterisk refuses it ("No such caller") once the caller has left the queue.
+        The dialplan reads ``info`` from QUEUE_WITHDRAW_INFO.
+        """
+        await self.action({"Action": "QueueWithdrawCaller", "Queue": queue, "Caller": channel, "WithdrawInfo": info})
 
     # -- connection life cycle ------------------------------------------------
 

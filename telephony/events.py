@@ -7,8 +7,9 @@ never an exception.
 
 Channel variables put on every event by manager.conf ``channelvars``:
 V112_CALL_ID (the Verbund call id, shared by both sites), V112_CALLER (the
-filtered caller number) and V112_FROM_SITE (set when the partner handed the
-call over).
+filtered caller number), V112_FROM_SITE (set when the partner handed the
+call over) and V112_MOVED (set once the service moved the caller to the
+partner, so that it is never moved a second time).
 """
 
 from __future__ import annotations
@@ -50,6 +51,19 @@ class CallerJoinedQueue(CallEvent):
     position: int
     caller_number: str
     from_site: str
+    channel: str = ""
+    moved: bool = False  # the service moved this caller once already
+    at: float = 0.0  # Asterisk's Timestamp of the event
+
+
+@dataclass(frozen=True, slots=True)
+class CallerWaiting(CallEvent):
+    """A caller in a queue as QueueStatus lists it (no channel variables there)."""
+
+    queue: str
+    position: int
+    channel: str
+    wait_s: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +84,14 @@ class DispatcherRinging(CallEvent):
     queue: str
     dispatcher: str
     interface: str
+
+
+@dataclass(frozen=True, slots=True)
+class DispatcherNotAnswering(CallEvent):
+    """A dispatcher's desk rang for the caller and was not picked up."""
+
+    queue: str
+    dispatcher: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,13 +182,31 @@ def _caller(message: RawMessage) -> str:
 
 
 def _queue_caller_join(m: RawMessage, site: str) -> CallerJoinedQueue:
+    variables = channel_variables(m)
     return CallerJoinedQueue(
         **_call_fields(m, site),
         queue=_text(m, "Queue"),
         position=_int(m, "Position"),
         caller_number=_caller(m),
-        from_site=channel_variables(m).get("V112_FROM_SITE", ""),
+        from_site=variables.get("V112_FROM_SITE", ""),
+        channel=_text(m, "Channel"),
+        moved=variables.get("V112_MOVED", "") == "1",
+        at=_float(m, "Timestamp"),
     )
+
+
+def _queue_entry(m: RawMessage, site: str) -> CallerWaiting:
+    return CallerWaiting(
+        **_call_fields(m, site),
+        queue=_text(m, "Queue"),
+        position=_int(m, "Position"),
+        channel=_text(m, "Channel"),
+        wait_s=_int(m, "Wait"),
+    )
+
+
+def _agent_ring_no_answer(m: RawMessage, site: str) -> DispatcherNotAnswering:
+    return DispatcherNotAnswering(**_call_fields(m, site), queue=_text(m, "Queue"), dispatcher=_text(m, "MemberName"))
 
 
 def _queue_caller_leave(m: RawMessage, site: str) -> CallerLeftQueue:
@@ -243,11 +283,14 @@ _PARSERS: dict[str, Callable[[RawMessage, str], SiteEvent]] = {
     "queuecallerjoin": _queue_caller_join,
     "queuecallerleave": _queue_caller_leave,
     "queuecallerabandon": _queue_caller_abandon,
+    "queueentry": _queue_entry,
     "agentcalled": _agent_called,
+    "agentringnoanswer": _agent_ring_no_answer,
     "agentconnect": _agent_connect,
     "agentcomplete": _agent_complete,
     "hangup": _hangup,
     "queuememberstatus": _queue_member_status,
+    "queuememberpause": _queue_member_status,
     # the answer to QueueStatus lists members in the same shape
     "queuemember": _queue_member_status,
 }
@@ -255,6 +298,8 @@ _PARSERS: dict[str, Callable[[RawMessage, str], SiteEvent]] = {
 # Fields without which an event of that kind means nothing.
 _REQUIRED: dict[str, tuple[str, ...]] = {
     "queuememberstatus": ("Queue", "MemberName"),
+    "queuememberpause": ("Queue", "MemberName"),
+    "queueentry": ("Queue", "Uniqueid", "Channel"),
     "queuemember": ("Queue", "Name"),
 }
 

@@ -12,8 +12,9 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import prometheus_client as prom
 import redis.asyncio as aioredis
@@ -29,6 +30,7 @@ from telephony.ami import AmiClient, AmiError
 from telephony.fastagi import AgiReply, AgiSession, FastAgiServer
 from verbund112 import stores
 from verbund112.calls import CallTracker
+from verbund112.overflow_mover import OverflowMover
 from verbund112.rules_holder import RulesChange, RulesHolder
 from verbund112.settings import Settings
 
@@ -131,6 +133,7 @@ class Service:
         self.partner_alive = False
         self._side_tasks: set[asyncio.Task[None]] = set()
         self.calls = CallTracker(self)
+        self.overflow = OverflowMover(self)
         self.partner_reporting = asyncio.Event()  # set while partner_alive, for whoever must wait for it
         self._call_records: asyncio.Queue[tuple[str, dict[str, object]]] = asyncio.Queue(maxsize=10000)
         self.metrics.ami_connected.set_function(lambda: 1.0 if self.ami.connected.is_set() else 0.0)
@@ -144,7 +147,11 @@ class Service:
 
     def reload_on_signal(self) -> None:
         """SIGHUP: re-read the rules file (refused if invalid; the old rules stay)."""
-        task = asyncio.get_running_loop().create_task(self._reload_quietly("SIGHUP"))
+        self.spawn(self._reload_quietly("SIGHUP"))
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """A short side task (a Redis write, say), awaited when the service stops."""
+        task = asyncio.get_running_loop().create_task(work)
         self._side_tasks.add(task)
         task.add_done_callback(self._side_tasks.discard)
 
@@ -174,6 +181,7 @@ class Service:
                     tasks.create_task(self._heartbeat(), name="heartbeat"),
                     tasks.create_task(self._write_call_records(), name="call-records"),
                     tasks.create_task(self.calls.run(), name="screen-pops"),
+                    tasks.create_task(self.overflow.run(), name="overflow"),
                 ]
                 self.started.set()
                 log.info(
@@ -349,11 +357,15 @@ class Service:
 
     def _on_ami_event(self, event: events.SiteEvent) -> None:
         self.metrics.ami_events.labels(type(event).__name__).inc()
+        self.overflow.on_event(event)
         self.hub.publish(event)
 
     async def _on_ami_connected(self, ami: AmiClient) -> None:
-        for member in await ami.queue_status(self.settings.queue):
-            self.hub.publish(member)
+        # events may have been missed while disconnected: the queue is read afresh
+        listed = await ami.queue_status(self.settings.queue)
+        self.overflow.on_queue_status(listed)
+        for item in listed:
+            self.hub.publish(item)
 
     # -- Redis ----------------------------------------------------------------
 
@@ -374,12 +386,12 @@ class Service:
             self.partner_reporting.clear()
 
     async def _heartbeat(self) -> None:
-        """This site's liveness in Redis; the partner reads it (stale = unknown)."""
+        """This site's liveness and queue in Redis; the partner reads it (stale = unknown)."""
         key = stores.heartbeat_key(self.settings.site)
         partner_key = stores.heartbeat_key(self.settings.partner)
         ttl_ms = int(self.settings.redis.heartbeat_ttl * 1000)
         while True:
-            value = json.dumps({"at": time.time(), "ami_connected": self.ami.connected.is_set()})
+            value = json.dumps(self.overflow.snapshot().to_json())
             try:
                 async with asyncio.timeout(self.settings.redis.timeout):
                     pipe = self.redis.pipeline(transaction=False)
@@ -387,6 +399,7 @@ class Service:
                     pipe.get(partner_key)
                     _, partner = await pipe.execute()
                 self._note_partner(partner)
+                self.overflow.note_partner(partner, self.settings.redis.heartbeat_ttl)
                 if not self.redis_ok:
                     log.info("Redis reachable")
                 self.redis_ok = True
@@ -397,6 +410,7 @@ class Service:
                     log.warning("Redis unreachable: %s (calls are not affected)", exc or type(exc).__name__)
                 self.redis_ok = False
                 self._note_partner(None)  # without Redis the partner is unknown, never "idle"
+                self.overflow.note_partner(None, self.settings.redis.heartbeat_ttl)
             await asyncio.sleep(self.settings.redis.heartbeat_interval)
 
 

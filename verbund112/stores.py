@@ -5,7 +5,9 @@
 - ``v112:call:<call id>``: what the entry site knew about a call (caller,
   location, decision), for the partner that takes it over; 60 minutes.
 - ``v112:rules:audit``: who changed the routing rules, when and what (newest first).
-- ``v112:site:<site>:heartbeat``: a site's liveness (see Service._heartbeat).
+- ``v112:site:<site>:heartbeat``: a site's liveness and its queue snapshot
+  (overflow.state.SiteSnapshot; see Service._heartbeat), expiring after 2 s.
+- ``v112:overflow:moves``: the overflow moves of the last hour, both directions.
 
 Caller positions are personal data: nothing here lives longer than 60 minutes.
 Every call has a timeout; callers decide what a failure means (never a failed call).
@@ -212,3 +214,23 @@ async def callback_done(redis: aioredis.Redis, call_id: str, within: float) -> b
         pipe.publish(ABANDONED_CHANNEL, call_id)
         removed, _, _ = await _guarded(pipe.execute(), within)
     return bool(removed)
+
+
+# -- overflow moves ------------------------------------------------------------
+
+MOVES_KEY = "v112:overflow:moves"
+MOVES_KEEP_S = 3600
+
+
+async def record_move(redis: aioredis.Redis, entry: dict[str, Any], within: float) -> None:
+    """One overflow move and its outcome, for the supervisor view (kept one hour)."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.zadd(MOVES_KEY, {json.dumps(entry, sort_keys=True): entry["at"]})
+        pipe.zremrangebyscore(MOVES_KEY, 0, time.time() - MOVES_KEEP_S)
+        pipe.expire(MOVES_KEY, MOVES_KEEP_S)
+        await _guarded(pipe.execute(), within)
+
+
+async def recent_moves(redis: aioredis.Redis, since: float, within: float) -> list[dict[str, Any]]:
+    raw = await _guarded(redis.zrangebyscore(MOVES_KEY, since, "+inf"), within)
+    return [json.loads(item) for item in raw]
