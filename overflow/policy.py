@@ -94,7 +94,7 @@ def plan_moves(
         return Plan((), blocked)
     capacity = spare_capacity(partner, len(in_flight))
     all_busy = local.available == 0
-    moves: list[Move] = []
+    due: list[Move] = []
     for caller in local.waiting:  # longest waiting first
         if not caller.movable or caller.ringing or caller.call_id in in_flight or not caller.channel:
             continue
@@ -105,13 +105,13 @@ def plan_moves(
             reason = f"waited {waited:.0f} s with every local dispatcher busy"
         else:
             continue
-        moves.append(
+        due.append(
             Move(
                 call_id=caller.call_id, uniqueid=caller.uniqueid, channel=caller.channel, reason=reason,
                 partner_position=queue_position(partner.waiting, caller.since),
                 return_position=queue_position(local.waiting, caller.since),
             )
         )  # fmt: skip
-        if len(moves) == capacity:
-            return Plan(tuple(moves), "partner's spare dispatchers all spoken for")
-    return Plan(tuple(moves), "" if moves else "no caller waiting long enough")
+    if not due:
+        return Plan((), "no caller waiting long enough")
+    return Plan(tuple(due[:capacity]), "" if len(due) <= capacity else "partner's spare dispatchers all spoken for")

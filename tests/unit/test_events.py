@@ -49,6 +49,15 @@ def test_agent_connect_names_the_dispatcher_and_carries_the_verbund_call_id() ->
             {"Event": "QueueMember", "Queue": "112-jena", "Name": "jena-d2", "Status": "5"},
             events.DispatcherStateChanged,
         ),
+        (
+            {"Event": "QueueEntry", "Queue": "112-jena", "Uniqueid": "u1", "Channel": "PJSIP/carrier-1", "Wait": "7"},
+            events.CallerWaiting,
+        ),
+        ({"Event": "AgentRingNoAnswer", "Uniqueid": "u1", "MemberName": "jena-d1"}, events.DispatcherNotAnswering),
+        (
+            {"Event": "QueueMemberPause", "Queue": "112-jena", "MemberName": "jena-d1", "Paused": "1"},
+            events.DispatcherStateChanged,
+        ),
         # header names are case-insensitive on the wire
         ({"event": "hangup", "uniqueid": "u1"}, events.ChannelHungUp),
     ],
@@ -90,3 +99,25 @@ def test_unknown_member_status_number_is_unknown() -> None:
     event = events.parse({"Event": "QueueMemberStatus", "Queue": "q", "MemberName": "d", "Status": "99"}, "jena")
     assert isinstance(event, events.DispatcherStateChanged)
     assert event.status is events.MemberStatus.UNKNOWN
+
+
+def test_a_caller_joining_carries_channel_time_and_the_moved_mark() -> None:
+    message = {
+        "Event": "QueueCallerJoin", "Uniqueid": "u1", "Queue": "112-jena", "Position": "2",
+        "Channel": "PJSIP/carrier-00000007", "Timestamp": "1700000000.250",
+        "ChanVariable": ["V112_CALL_ID=jena-1.7", "V112_MOVED=1", "V112_FROM_SITE="],
+    }  # fmt: skip
+    event = events.parse(message, "jena")
+    assert isinstance(event, events.CallerJoinedQueue)
+    assert (event.channel, event.at, event.moved, event.from_site) == (
+        "PJSIP/carrier-00000007",
+        1700000000.25,
+        True,
+        "",
+    )
+    unmarked = events.parse({**message, "ChanVariable": "V112_CALL_ID=jena-1.7"}, "jena")
+    assert isinstance(unmarked, events.CallerJoinedQueue) and unmarked.moved is False
+
+
+def test_a_queue_entry_without_channel_means_nothing() -> None:
+    assert events.parse({"Event": "QueueEntry", "Queue": "q", "Uniqueid": "u1"}, "jena") is None

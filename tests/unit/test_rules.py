@@ -50,6 +50,17 @@ def test_the_shipped_rules_load(rules_dir: Path) -> None:
         ("source_priority: [pidf, aml, cell, area_code, trunk]", "source_priority: [pidf]", "trunk"),
         ("  jena: {queue: 112-jena}", '  jena: {queue: "112 jena"}', "sites.jena.queue"),
         ("version: 1", "version: 2", "version"),
+        (
+            "    gera: {enabled: true,",
+            "    erfurt: {enabled: true,",
+            "overflow.sites.erfurt: not a site",
+        ),
+        (
+            "wait_threshold_s: 10, all_busy_after_s: 3}   # Jena",
+            "wait_threshold_s: 2, all_busy_after_s: 3}   # Jena",
+            "overflow.sites.jena: Value error, all_busy_after_s must not be longer",
+        ),
+        ("confirm_within_s: 10", "confirm_within_s: 0", "overflow.confirm_within_s"),
         ("decision_deadline_ms: 150", "decision_deadline_ms: 150\nsurprise: 1", "surprise"),
         (
             'ils-suhl:          {name: "ZLS Suhl (Hildburghausen, Sonneberg)"}',
