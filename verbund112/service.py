@@ -135,6 +135,7 @@ class Service:
         self.calls = CallTracker(self)
         self.overflow = OverflowMover(self)
         self.partner_reporting = asyncio.Event()  # set while partner_alive, for whoever must wait for it
+        self.partner_gone = asyncio.Event()  # the opposite, set from the first report on
         self._call_records: asyncio.Queue[tuple[str, dict[str, object]]] = asyncio.Queue(maxsize=10000)
         self.metrics.ami_connected.set_function(lambda: 1.0 if self.ami.connected.is_set() else 0.0)
         self.metrics.redis_up.set_function(lambda: 1.0 if self.redis_ok else 0.0)
@@ -382,8 +383,10 @@ class Service:
         self.partner_alive = alive
         if alive:
             self.partner_reporting.set()
+            self.partner_gone.clear()
         else:
             self.partner_reporting.clear()
+            self.partner_gone.set()
 
     async def _heartbeat(self) -> None:
         """This site's liveness and queue in Redis; the partner reads it (stale = unknown)."""

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import aiohttp
 import pytest
 
+from routing.decision import Route
 from telephony import events
 from tests.conftest import next_event, place_call
 from tests.integration.test_screen_pops import TIMEOUT, next_message, socket_url
 from verbund112 import stores
 from verbund112.lab import lab
-from verbund112.service import Service
+from verbund112.service import CallRouted, Service
 
 pytestmark = pytest.mark.lab
 
@@ -65,3 +67,134 @@ async def test_a_caller_waiting_at_busy_jena_is_moved_to_a_free_gera_dispatcher_
         assert await first == 0
     assert jena.overflow.moves.labels("moved")._value.get() == 1
     assert gera.overflow.moves.labels("moved")._value.get() == 0
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+async def burst(
+    verbund: lab.Verbund, site: str, prefix: str, count: int, every_s: float, talk_ms: int
+) -> dict[str, tuple[float, int]]:
+    """`count` calls into one site, one every `every_s`; caller -> (launched at, sipp exit code)."""
+    launched: dict[str, float] = {}
+    calls: dict[str, asyncio.Task[int]] = {}
+    for i in range(count):
+        caller = f"{prefix}{i:02d}"
+        launched[caller] = time.time()
+        calls[caller] = asyncio.create_task(place_call(verbund, site, caller, talk_ms=talk_ms))
+        await asyncio.sleep(every_s)  # the burst's pacing, not a wait for an outcome
+    return {caller: (launched[caller], await task) for caller, task in calls.items()}
+
+
+def answers(*desks: lab.Desks) -> dict[str, dict[str, Any]]:
+    """caller -> the desk event of their answer (seat, time)."""
+    found: dict[str, dict[str, Any]] = {}
+    for group in desks:
+        for event in group.drain():
+            if event.get("event") == "answered":
+                found.setdefault(event["caller"], event)
+    return found
+
+
+def report(capsys: pytest.CaptureFixture[str], title: str, results: dict[str, tuple[float, int]],
+           answered: dict[str, dict[str, Any]]) -> None:  # fmt: skip
+    waits = [answered[c]["at"] - launched for c, (launched, _) in results.items() if c in answered]
+    by_site: dict[str, int] = {}
+    for event in answered.values():
+        by_site[event["seat"].split("-")[0]] = by_site.get(event["seat"].split("-")[0], 0) + 1
+    p50, p95 = percentile(waits, 0.5), percentile(waits, 0.95)
+    with capsys.disabled():
+        print(f"\n{title}: {len(waits)}/{len(results)} answered {by_site}; "
+              f"answer time p50 {p50:.1f} s, p95 {p95:.1f} s, max {max(waits):.1f} s")  # fmt: skip
+
+
+async def test_burst_into_jena_every_call_answered_some_in_gera_none_moved_twice(
+    verbund: lab.Verbund, start_service, start_desks, capsys
+) -> None:
+    jena = await start_service("jena")
+    gera = await start_service("gera")
+    jena_desks = await start_desks("jena", ["jena-d1", "jena-d2"])
+    gera_desks = await start_desks("gera", ["gera-d1", "gera-d2", "gera-d3"])
+    before = {m["call_id"] for m in await moves_of(jena)}
+    results = await burst(verbund, "jena", "+493641555", count=20, every_s=0.5, talk_ms=1500)
+
+    assert {caller: code for caller, (_, code) in results.items() if code != 0} == {}
+    answered = answers(jena_desks, gera_desks)
+    assert set(answered) == set(results)
+    report(capsys, "burst of 20 calls into Jena in 10 s, 2 Jena + 3 Gera desks", results, answered)
+    in_gera = [c for c, event in answered.items() if event["seat"].startswith("gera-")]
+    assert in_gera, "no call was answered in Gera"
+    moves = [m for m in await moves_of(jena) if m["call_id"] not in before]
+    with capsys.disabled():
+        print("moves by outcome:", {o: sum(m["outcome"] == o for m in moves) for o in {m["outcome"] for m in moves}})
+    moved_ids = [m["call_id"] for m in moves]
+    assert len(moved_ids) == len(set(moved_ids)), "a call was moved twice"
+    assert all(m["from"] == "jena" for m in moves)
+    assert any(m["outcome"] == "moved" for m in moves)
+    assert gera.overflow.moves.labels("moved")._value.get() == 0  # nothing went back
+    assert jena.overflow.in_flight() == []
+
+
+async def test_burst_with_the_services_stopped_midway_every_call_is_still_answered(
+    verbund: lab.Verbund, start_service, start_desks, capsys
+) -> None:
+    jena = await start_service("jena")
+    gera = await start_service("gera")
+    jena_desks = await start_desks("jena", ["jena-d1", "jena-d2"])
+    gera_desks = await start_desks("gera", ["gera-d1", "gera-d2", "gera-d3"])
+    running = asyncio.create_task(burst(verbund, "jena", "+493641666", count=20, every_s=0.5, talk_ms=1500))
+    await asyncio.to_thread(jena_desks.wait_for, lambda e: e.get("event") == "answered", 20)
+    jena.stop()  # both services gone: Asterisk's own dialplan carries on
+    gera.stop()
+    results = await running
+    assert jena.ami.disconnected.is_set() and gera.ami.disconnected.is_set()
+    assert {caller: code for caller, (_, code) in results.items() if code != 0} == {}
+    answered = answers(jena_desks, gera_desks)
+    assert set(answered) == set(results)
+    report(capsys, "same burst, both services stopped after the first answer", results, answered)
+
+
+async def test_gera_down_nothing_moves_there_and_jena_answers_and_pops_gera_area_calls(
+    verbund: lab.Verbund, start_service, start_desks, capsys
+) -> None:
+    jena = await start_service("jena")
+    gera = await start_service("gera")
+    jena_desks = await start_desks("jena", ["jena-d1", "jena-d2"])
+    await asyncio.wait_for(jena.partner_reporting.wait(), 10)
+    gera_asterisk = verbund.site("gera")
+    before = {m["call_id"] for m in await moves_of(jena)}
+    stopped_at = time.time()
+    gera_asterisk.stop()
+    try:
+        await asyncio.wait_for(jena.partner_gone.wait(), 10)
+        with capsys.disabled():
+            print(f"\nGera's Asterisk stopped: Jena saw its partner gone after {time.time() - stopped_at:.2f} s")
+        assert jena.overflow.partner is None or not jena.overflow.partner.ami_connected
+
+        # the carrier's substitute routing sends a Gera caller to Jena: routed and popped as normal
+        async with aiohttp.ClientSession(timeout=TIMEOUT) as client:
+            screens = [await client.ws_connect(socket_url(verbund, "jena", seat)) for seat in jena_desks.seats]
+            for screen in screens:
+                await next_message(screen, "hello")
+            with jena.hub.subscribe() as seen:
+                call = asyncio.create_task(place_call(verbund, "jena", "+49365777001", talk_ms=1500))
+                routed = await next_event(seen, CallRouted, lambda e: e.caller_number == "+49365777001")
+                answered = await next_event(seen, events.DispatcherAnswered, lambda e: e.call_id == routed.call_id)
+            assert routed.decision.route is Route.LOCAL
+            assert "partner-unavailable" in routed.decision.flags
+            assert "ZLS gera, but it is not reporting: answered here" in routed.decision.reason
+            card = await next_message(screens[jena_desks.seats.index(answered.dispatcher)], "card")
+            assert card["call_id"] == routed.call_id
+            assert "partner-unavailable" in card["routing"]["flags"]
+            assert await call == 0
+
+        results = await burst(verbund, "jena", "+493641777", count=8, every_s=0.5, talk_ms=1500)
+        assert {caller: code for caller, (_, code) in results.items() if code != 0} == {}
+        answered = answers(jena_desks)
+        assert set(results) <= set(answered)
+        assert [m for m in await moves_of(jena) if m["call_id"] not in before] == []
+    finally:
+        gera_asterisk.start()
+        await asyncio.wait_for(gera.ami.connected.wait(), 15)

@@ -32,6 +32,7 @@ _CALLER = re.compile(r"sip:([+0-9]+)@")
 
 
 def emit(**fields: Any) -> None:
+    fields["at"] = time.time()
     with _print_lock:
         sys.stdout.write(json.dumps(fields) + "\n")
         sys.stdout.flush()

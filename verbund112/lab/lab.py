@@ -314,6 +314,14 @@ class Desks:
             if predicate(event):
                 return event
 
+    def drain(self) -> list[dict[str, Any]]:
+        """Every event so far (those not yet awaited included)."""
+        while True:
+            try:
+                self.seen.append(self.events.get_nowait())
+            except queue.Empty:
+                return list(self.seen)
+
     def wait_registered(self, timeout: float = 15.0) -> None:
         ready = self.wait_for(lambda e: e.get("event") in ("ready",), timeout)
         failed = [e for e in self.seen if e.get("event") == "register_failed"]
