@@ -12,6 +12,8 @@ Routes:
 - POST /api/v1/rules/reload      admin  re-read the rules file from disk
 - POST /api/v1/rules/simulate    read   where would this call go (JSON body)
 - GET  /api/v1/rules/audit       read   who changed the rules, when, what
+- GET  /api/v1/supervisor        read   both centres live: callers waiting, desks, overflow moves
+- GET  /supervisor?token=        read   the supervisor page (polls the JSON above)
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from routing.rules import RulesError
 from routing.simulation import as_dict, explain, simulate
 from verbund112 import stores
 from verbund112.settings import TokenGrant
+from verbund112.supervision import supervisor_json
 
 if TYPE_CHECKING:
     from verbund112.service import Service
@@ -67,7 +70,7 @@ def grant_of(token: str, tokens: dict) -> TokenGrant | None:  # type: ignore[typ
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     settings = request.app[SERVICE].settings
-    if not token.strip() and request.path.startswith(("/ws/", "/dispatch/")):
+    if not token.strip() and request.path.startswith(("/ws/", "/dispatch/", "/supervisor")):
         # browsers cannot set headers on a WebSocket: the token comes as a query parameter
         scheme, token = "bearer", request.query.get("token", "")
     grant = grant_of(token.strip(), settings.web.tokens) if scheme.lower() == "bearer" and token.strip() else None
@@ -256,6 +259,11 @@ async def audit(request: web.Request) -> web.Response:
 
 
 STATIC = Path(__file__).resolve().parent / "static"
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline' 'self'; "
+    "style-src 'unsafe-inline' 'self'; connect-src 'self'",
+}
 
 
 async def dispatch_page(request: web.Request) -> web.StreamResponse:
@@ -264,9 +272,38 @@ async def dispatch_page(request: web.Request) -> web.StreamResponse:
     grant = request[GRANT]
     if grant.role != "dispatcher" or grant.name != dispatcher:
         return _error(403, "the page only for the dispatcher the token belongs to")
-    return web.FileResponse(STATIC / "dispatch.html", headers={"Cache-Control": "no-store",
-                            "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline' 'self'; "
-                            "style-src 'unsafe-inline' 'self'; connect-src 'self'"})  # fmt: skip
+    return web.FileResponse(STATIC / "dispatch.html", headers=PAGE_HEADERS)
+
+
+@require("read")
+async def supervisor_page(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(STATIC / "supervisor.html", headers=PAGE_HEADERS)
+
+
+@require("read")
+async def supervisor_view(request: web.Request) -> web.Response:
+    """Both centres as this site sees them; the partner from its Redis report (or "unknown")."""
+    service = request.app[SERVICE]
+    now = time.time()
+    mover = service.overflow
+    moves: list[dict[str, object]] = []
+    moves_problem = ""
+    try:
+        moves = await stores.recent_moves(service.redis, now - stores.MOVES_KEEP_S, service.settings.redis.timeout)
+    except stores.StoreError as exc:
+        moves_problem = f"Redis: {exc}"
+    return web.json_response(
+        supervisor_json(
+            own=mover.snapshot(now),
+            partner=mover.partner,
+            partner_site=service.settings.partner,
+            partner_problem=mover.partner_problem,
+            moves=moves,
+            moves_problem=moves_problem,
+            why_no_move=mover.last_plan.why_not,
+            now=now,
+        )
+    )
 
 
 async def districts(request: web.Request) -> web.Response:
@@ -325,6 +362,8 @@ def make_app(service: Service) -> web.Application:
     app.router.add_post("/api/v1/rules/reload", reload_rules)
     app.router.add_post("/api/v1/rules/simulate", simulate_call)
     app.router.add_get("/api/v1/rules/audit", audit)
+    app.router.add_get("/api/v1/supervisor", supervisor_view)
+    app.router.add_get("/supervisor", supervisor_page)
     from web import aml
 
     app.router.add_get("/ws/v1/dispatchers/{dispatcher}", dispatcher_socket)

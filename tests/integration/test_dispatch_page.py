@@ -85,3 +85,35 @@ async def test_the_page_needs_the_dispatchers_own_token(verbund: lab.Verbund, st
     assert response is not None and response.status == 403
     response = await page.goto(f"{web}/dispatch/jena-d1")
     assert response is not None and response.status == 401
+
+
+async def test_the_supervisor_page_shows_waiting_callers_desks_and_a_partner_that_went_silent(
+    verbund: lab.Verbund, start_service, start_desks, browser: Browser
+) -> None:
+    from telephony import events
+    from tests.conftest import next_event
+
+    jena = await start_service("jena")
+    gera = await start_service("gera")
+    await start_desks("jena", ["jena-d1"])  # Gera has nobody: nothing can be moved there
+    page = await browser.new_page()
+    web = f"http://127.0.0.1:{verbund.ports['jena'].web}"
+    await page.goto(f"{web}/supervisor?token={verbund.read_token}")
+    await page.wait_for_selector("section.site.live[data-site='gera']")
+    with jena.hub.subscribe() as seen:
+        talking = asyncio.create_task(place_call(verbund, "jena", "+4936411118001", talk_ms=12000))
+        await next_event(seen, events.DispatcherAnswered)
+        waiting = asyncio.create_task(place_call(verbund, "jena", "+4936411118002", talk_ms=1000))
+        await next_event(seen, events.CallerJoinedQueue, lambda e: e.caller_number == "+4936411118002")
+    jena_box = "section.site[data-site='jena']"
+    # the page refreshes every second: wait until it shows the caller waiting behind the busy desk
+    await page.wait_for_selector(f"{jena_box} [data-field='waiting']:text-is('1')")
+    await page.wait_for_selector(f"{jena_box} tr[data-desks='talking'] td:text-is('1')")
+    assert "partner has no spare dispatcher" in await page.inner_text("#overflow-now")
+
+    gera.stop()  # the partner's service goes away: shown as unknown, not as idle
+    await page.wait_for_selector("section.site.unknown[data-site='gera']", timeout=10000)
+    assert "UNBEKANNT" in await page.inner_text("section.site[data-site='gera']")
+    assert await waiting == 0
+    assert await talking == 0
+    await page.close()

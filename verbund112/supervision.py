@@ -1,0 +1,64 @@
+"""The supervisor's view of both centres (pure: built from snapshots and the moves log).
+
+What a supervisor of either centre must see at a glance (VESTA View style):
+per centre the callers waiting and the longest wait, the dispatchers by state,
+and the overflow moves in both directions over the last hour. A partner that
+is not reporting is shown as "unknown", never as idle.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from overflow.state import SiteSnapshot, Waiting, desks_by_state
+
+
+def site_json(snapshot: SiteSnapshot, now: float) -> dict[str, Any]:
+    return {
+        "state": "live" if snapshot.ami_connected else "no-asterisk",
+        "report_age_s": round(max(0.0, now - snapshot.at), 2),
+        "waiting": len(snapshot.waiting),
+        "longest_wait_s": round(snapshot.longest_wait(now), 1),
+        "dispatchers": desks_by_state(snapshot),
+        "desks": dict(snapshot.desks),
+        "calls_waiting": [_waiting_json(w, now) for w in snapshot.waiting],
+    }
+
+
+def _waiting_json(w: Waiting, now: float) -> dict[str, Any]:
+    return {"call_id": w.call_id, "wait_s": round(now - w.since, 1), "from_site": w.from_site or None,
+            "moved": w.moved, "ringing": w.ringing}  # fmt: skip
+
+
+def supervisor_json(
+    *,
+    own: SiteSnapshot,
+    partner: SiteSnapshot | None,
+    partner_site: str,
+    partner_problem: str,
+    moves: list[dict[str, Any]],
+    moves_problem: str,
+    why_no_move: str,
+    now: float,
+) -> dict[str, Any]:
+    sites = {own.site: site_json(own, now)}
+    if partner is None:
+        sites[partner_site] = {"state": "unknown", "problem": partner_problem}
+    else:
+        sites[partner_site] = site_json(partner, now)
+    by_direction: dict[str, Counter[str]] = {}
+    for move in moves:
+        direction = f"{move.get('from')}->{move.get('to')}"
+        by_direction.setdefault(direction, Counter())[str(move.get("outcome"))] += 1
+    return {
+        "at": now,
+        "seen_from": own.site,
+        "sites": sites,
+        "overflow": {
+            "last_hour": {direction: dict(counts) for direction, counts in sorted(by_direction.items())},
+            "recent": sorted(moves, key=lambda m: m.get("at", 0), reverse=True)[:20],
+            "problem": moves_problem or None,
+            "now": why_no_move or "moving",
+        },
+    }
