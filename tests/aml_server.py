@@ -124,9 +124,11 @@ class AmlServer:
     refused: int = 0
     seen: asyncio.Event = field(default_factory=asyncio.Event)  # set at every authorised request
 
-    async def next_request(self) -> None:
-        self.seen.clear()
-        await self.seen.wait()
+    async def asked(self, number: str, times: int = 1) -> None:
+        """Wait until the server was asked for a number this often."""
+        while self.requests.count(number) < times:
+            self.seen.clear()
+            await self.seen.wait()
 
 
 def fix(lat: float, lon: float, accuracy: float = 12.0, time_ms: int | None = None, **extra: object) -> dict[str, Any]:
