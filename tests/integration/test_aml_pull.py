@@ -67,6 +67,7 @@ async def test_a_call_without_aml_gets_the_servers_fix_on_the_dispatchers_screen
                 assert update["location"]["source"] == "aml"
                 assert update["location"]["lat"] == pytest.approx(50.9301)
                 assert update["location"]["radius_m"] == 9
+                assert (update["location"]["district"], update["location"]["centre"]) == ("Jena", "jena")
                 assert await service.aml_polls.finished(routed.uniqueid) == "fix"
                 trail = await stores.aml_trail(service.redis, number, 1.0)
                 assert trail[0]["format"] == "pull"

@@ -47,6 +47,7 @@ async def test_an_answered_call_shows_on_the_dispatchers_page_and_aml_moves_it(
     await page.wait_for_selector("#caller:has-text('+4915112348001')", timeout=20000)
     pidf_row = await page.inner_text(".loc[data-source='pidf']")
     assert "50.92790, 11.58910 ±25 m" in pidf_row
+    assert "Jena (zuständig: ZLS Jena)" in pidf_row
     assert await page.locator(".caller[data-source='pidf']").count() == 1
     assert await page.inner_text("#incident") == ""  # nothing taken over without a click
 
@@ -68,7 +69,9 @@ async def test_an_answered_call_shows_on_the_dispatchers_page_and_aml_moves_it(
     ):
         assert response.status == 202
     await page.wait_for_selector(".caller[data-source='aml']", state="attached", timeout=5000)
-    assert "50.93010, 11.59020 ±9 m" in await page.inner_text(".loc[data-source='aml']")
+    aml_row = await page.inner_text(".loc[data-source='aml']")
+    assert "50.93010, 11.59020 ±9 m" in aml_row
+    assert "Jena (zuständig: ZLS Jena)" in aml_row
 
     await page.click(".loc[data-source='aml'] button")
     assert "50.93010, 11.59020" in await page.inner_text("#incident")
