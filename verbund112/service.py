@@ -139,6 +139,7 @@ class Service:
             settings.aml_pull, self.metrics.aml_pull, latest=self._latest_aml_fix, store=self._store_pulled_fix
         )
         self.aml_pull_problem = "" if settings.aml_pull.enabled else "disabled"
+        self.aml_pull_settled = asyncio.Event()  # set once the pull is on, or off (aml_pull_problem says why)
         self.partner_reporting = asyncio.Event()  # set while partner_alive, for whoever must wait for it
         self._call_records: asyncio.Queue[tuple[str, dict[str, object]]] = asyncio.Queue(maxsize=10000)
         self.metrics.ami_connected.set_function(lambda: 1.0 if self.ami.connected.is_set() else 0.0)
@@ -359,17 +360,20 @@ class Service:
     async def _pull_aml(self) -> None:
         """Poll the central AML server for this site's live calls (if configured)."""
         if not self.settings.aml_pull.enabled:
+            self.aml_pull_settled.set()
             return
         try:
             client = AmlPullClient(self.settings.aml_pull, user_agent=f"verbund112 {self.settings.site}")
         except PullSetupError as exc:
             # AML is supplemental: the calls are routed and popped without it
             self.aml_pull_problem = str(exc)
+            self.aml_pull_settled.set()
             log.error("AML pull off: %s", exc)
             return
         with self.hub.subscribe() as queue:
             async with client, self.aml_polls.polling(client.fetch):
                 log.info("AML pull from %s on", self.settings.aml_pull.url)
+                self.aml_pull_settled.set()
                 while True:
                     event = await queue.get()
                     if isinstance(event, CallRouted):

@@ -50,6 +50,8 @@ async def test_a_call_without_aml_gets_the_servers_fix_on_the_dispatchers_screen
 
     async with serve(pki, answer) as server:
         service = await start_service("jena", aml_pull=pull_settings(pki, server.url))
+        await service.aml_pull_settled.wait()
+        assert service.aml_polls.running
         await start_desks("jena", ["jena-d1"])
         async with aiohttp.ClientSession(timeout=TIMEOUT) as client:
             screen = await client.ws_connect(socket_url(verbund, "jena", "jena-d1"))
@@ -79,6 +81,8 @@ async def test_polling_ends_when_the_caller_hangs_up(verbund: lab.Verbund, start
     pki = make_pki(tmp_path)
     async with serve(pki) as server:  # never a fix
         service = await start_service("jena", aml_pull=pull_settings(pki, server.url))
+        await service.aml_pull_settled.wait()
+        assert service.aml_polls.running
         with service.hub.subscribe() as events:
             call = asyncio.create_task(place_call(verbund, "jena", number, hang_up_after_ms=3000))
             routed = await next_event(events, CallRouted, routed_for(number))

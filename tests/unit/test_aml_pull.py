@@ -439,3 +439,41 @@ async def test_numbers_without_aml_limits_and_early_hangups_start_nothing() -> N
     assert count(metrics.skipped, "not-running") == 1
     assert polls.ended["u3"] == "shutdown"
     assert polls.polls == {}
+
+
+# -- the service: wired to its events, Redis down ----------------------------------------
+
+
+async def test_the_service_polls_for_a_routed_call_while_redis_is_down_and_stops_at_hangup(
+    pki: Pki, server: AmlServer
+) -> None:
+    from routing.decision import Decision, Route
+    from telephony.events import ChannelHungUp
+    from tests.unit.test_fastagi import service_settings
+    from verbund112.service import CallRouted, running
+
+    settings = service_settings(aml_pull=pull_settings(pki, server.url, backoff_first=0.05, backoff_max=0.1))
+    async with running(settings) as service:  # its Redis port has nobody listening
+        decision = Decision(Route.LOCAL, "jena", "112-jena", None, "test", None, False, NUMBER)
+        async with asyncio.timeout(10):
+            await service.aml_pull_settled.wait()
+            assert service.aml_polls.running
+            service.hub.publish(CallRouted("jena", "jena-1.1", "jena-1.1", NUMBER, None, "", decision))
+            await server.asked(NUMBER, times=3)
+        service.hub.publish(ChannelHungUp("jena", "jena-1.1", "jena-1.1", "jena-1.1", "PJSIP/carrier-1", 16))
+        async with asyncio.timeout(10):
+            assert await service.aml_polls.finished("jena-1.1") == "call-ended"
+        assert service.redis_ok is False
+
+
+async def test_the_service_runs_without_the_pull_when_the_certificate_is_unreadable(pki: Pki, tmp_path: Path) -> None:
+    from tests.unit.test_fastagi import service_settings
+    from verbund112.service import running
+
+    broken = pull_settings(pki, "https://127.0.0.1:1/get-data", client_cert=tmp_path / "expired-and-gone.pem")
+    async with running(service_settings(aml_pull=broken)) as service:
+        async with asyncio.timeout(10):
+            await service.aml_pull_settled.wait()
+        assert "TLS set-up" in service.aml_pull_problem
+        assert not service.aml_polls.running
+        assert service.fastagi.port  # routing goes on
