@@ -156,6 +156,9 @@ def _entry(entry: Any, number: str, zone: ZoneInfo, now: float) -> AmlMessage | 
     for key in _TIME_FIELDS:
         if key in fields and _DATE_TIME.fullmatch(fields[key]):
             fields[key] = _unix_ms(fields[key], zone)
+    raw_number = fields.get("device_number", "").strip()
+    if raw_number.isdigit() and not raw_number.startswith("0"):
+        fields["device_number"] = "+" + raw_number  # echoed in the "international" form, 4915...
     fields.setdefault("device_number", number)
     message = parse_https(fields)
     if message.number != number:

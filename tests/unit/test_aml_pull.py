@@ -63,6 +63,9 @@ def test_the_known_answer_shape_strings_numbers_and_a_local_date_time() -> None:
         ([{"status": "ok"}], 0),  # ok, but no coordinates
         ([fix(0.0, 0.0)], 0),  # the handsets' "no location" filler
         ([fix(50.9, 11.6, location_time="2025-03-01T11:59:00Z")], 1),  # with a zone: the zone setting is not used
+        ([fix(50.9, 11.6, device_number="015112345678")], 1),  # the number echoed in other forms
+        ([fix(50.9, 11.6, device_number="4915112345678")], 1),
+        ([fix(50.9, 11.6, device_number="+49 151 12345678")], 1),
     ],
 )
 def test_no_fix_and_fixes(data: Any, fixes: int) -> None:
