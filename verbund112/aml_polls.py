@@ -35,7 +35,7 @@ from aml.pull import OUTCOMES, PullAnswer, PullError, backoff
 from routing.decision import AmlFix
 from routing.numbers import NumberError, is_mobile, to_e164
 from verbund112.settings import AmlPullSettings
-from verbund112.stores import StoreError
+from verbund112.stores import StoreError, being_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,12 @@ def number_to_poll(caller: str) -> str | None:
     if e164.startswith("+49") and not is_mobile(e164):
         return None  # foreign numbers stay in: roaming handsets send AML too
     return e164
+
+
+def _stop_if_cancelled() -> None:
+    """redis-py can swallow a cancellation and return; the call's end must still stop the poll."""
+    if being_cancelled():
+        raise asyncio.CancelledError
 
 
 class PullMetrics:
@@ -188,10 +194,14 @@ class AmlPolls:
         delays = backoff(self.settings.backoff_first, self.settings.backoff_factor, self.settings.backoff_max)
         stored: set[tuple[float | None, float, float, float]] = set()
         while True:
-            if await self._has_fix(number, started):
+            has_fix = await self._has_fix(number, started)
+            _stop_if_cancelled()
+            if has_fix:
                 return "fix-in-store"
             answer = await self._ask(number)
-            if answer is not None and await self._keep(call_id, number, answer, started, stored):
+            kept = answer is not None and await self._keep(call_id, number, answer, started, stored)
+            _stop_if_cancelled()
+            if kept:
                 return "fix"
             await self._sleep(next(delays))
 

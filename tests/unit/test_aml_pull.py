@@ -480,3 +480,29 @@ async def test_the_service_runs_without_the_pull_when_the_certificate_is_unreada
         assert "TLS set-up" in service.aml_pull_problem
         assert not service.aml_polls.running
         assert service.fastagi.port  # routing goes on
+
+
+async def test_a_swallowed_cancellation_still_ends_the_poll() -> None:
+    # redis-py can turn a cancellation into a plain return; the poll must not go on after the call ended
+    fakes = Fakes()
+    polls, _ = polls_for(fakes)
+    swallowing = asyncio.Event()
+
+    async def latest(number: str) -> AmlFix | None:
+        if fakes.asked >= 2:
+            swallowing.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                return None  # what redis-py may do
+        return None
+
+    polls._latest = latest
+    async with polls.polling(fakes.fetch):
+        polls.call_started("u1", "jena-1", NUMBER)
+        async with asyncio.timeout(5):
+            await swallowing.wait()
+        polls.call_ended("u1")
+        async with asyncio.timeout(5):
+            assert await polls.finished("u1") == "call-ended"
+    assert fakes.asked == 2
