@@ -76,6 +76,43 @@ class Decision:
     flags: tuple[str, ...] = field(default=())  # for the dispatcher: uncertain-border, neighbour-not-forwarded, ...
 
 
+@dataclass(frozen=True, slots=True)
+class Place:
+    """The district a position or an AGS lies in, and the centre responsible for it."""
+
+    ags: str
+    district: str
+    centre: str | None  # a Verbund site or an external target; None: the rules name none
+    centre_name: str | None
+    share: float  # of the uncertainty area in the district
+    uncertain_border: bool  # share below the rules' certain_share
+
+
+@dataclass(frozen=True)
+class Places:
+    """District and centre lookups with the rules' area index and district→centre mapping,
+    the same that decide() uses; for the call card (pure, like decide)."""
+
+    rules: Rules
+
+    def at(self, lat: float, lon: float, radius_m: float) -> Place | None:
+        """None when the position lies in no known district."""
+        match = self.rules.index.locate(lat, lon, radius_m)
+        if match is None:
+            return None
+        return self._place(match.district.ags, match.share)
+
+    def of(self, ags: str) -> Place:
+        return self._place(ags, 1.0)
+
+    def _place(self, ags: str, share: float) -> Place:
+        centre = self.rules.centre_of(ags)
+        return Place(
+            ags, self.rules.district_name(ags), centre, None if centre is None else self.rules.centre_name(centre),
+            share, share < self.rules.spec.areas.certain_share,
+        )  # fmt: skip
+
+
 def decide(facts: CallFacts, rules: Rules, sites: SiteStates) -> Decision:
     notes: list[str] = []
     try:

@@ -141,6 +141,12 @@ class Rules:
         district = self.index.by_ags.get(ags)
         return district.name if district else ags
 
+    def centre_name(self, centre: str) -> str:
+        target = self.spec.external_targets.get(centre)
+        if target is not None:
+            return target.name
+        return f"ZLS {centre.capitalize()}"  # the Verbund's sites are its Zentrale Leitstellen
+
 
 # -- loading with line numbers ----------------------------------------------------
 

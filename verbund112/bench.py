@@ -9,6 +9,9 @@
    by side at rising rates; a call counts when it was answered and hung up.
    The bench lab's queue has one more member, a sipp UAS that answers every
    call at once, so Asterisk and the routing are measured, not desk phones.
+4. AML pull: the client's request to a stand-in central server on loopback
+   (HTTPS with a client certificate and basic auth, answer parsed), sequential
+   and 10 concurrent; the real server's latency comes on top in production.
 
 Measured on this machine only; numbers from a 2-core VM shared with sipp.
 """
@@ -29,6 +32,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from routing.decision import AmlFix, CallFacts, SiteStates, decide
 from routing.location import Position
@@ -37,11 +41,48 @@ from verbund112.lab import agi_client, lab
 from verbund112.lab.processes import LOOPBACK, AsteriskSite, free_rtp_base, wait_until
 from verbund112.rules_holder import SHIPPED_RULES
 
+if TYPE_CHECKING:
+    from aml.pull import AmlPullClient
+
 
 def percentiles(samples: list[float]) -> str:
     ordered = sorted(samples)
     q = statistics.quantiles(ordered, n=100, method="inclusive")
     return f"n={len(ordered)} p50={q[49]:.3f} p90={q[89]:.3f} p99={q[98]:.3f} max={ordered[-1]:.3f}"
+
+
+async def bench_pull(total: int, concurrency: int) -> None:
+    # the stand-in server and its run-time certificates live with the tests (dev dependency cryptography)
+    from pydantic import SecretStr
+
+    from aml.pull import AmlPullClient
+    from tests.aml_server import PASSWORD, USERNAME, fix, make_pki, serve
+    from verbund112.settings import AmlPullSettings
+
+    number = "+4915112345678"
+    with tempfile.TemporaryDirectory() as directory:
+        pki = make_pki(Path(directory))
+        async with serve(pki, lambda _: [fix(50.9272, 11.5864, 12, time_ms=int(time.time() * 1000))]) as server:
+            settings = AmlPullSettings(
+                enabled=True, url=server.url, client_cert=pki.client_cert, client_key=pki.client_key,
+                ca_file=pki.ca, username=USERNAME, password=SecretStr(PASSWORD),
+            )  # fmt: skip
+            for workers in (1, concurrency):
+                samples: list[float] = []
+                async with AmlPullClient(settings) as client:
+                    began = time.perf_counter()
+                    await asyncio.gather(*(_pulls(client, number, total // workers, samples) for _ in range(workers)))
+                    rate = len(samples) / (time.perf_counter() - began)
+                print(f"AML pull request, {workers} at a time (ms): {percentiles(samples)}; {rate:.0f}/s", flush=True)
+
+
+async def _pulls(client: AmlPullClient, number: str, count: int, samples: list[float]) -> None:
+    for _ in range(count):
+        started = time.perf_counter()
+        answer = await client.fetch(number)
+        samples.append((time.perf_counter() - started) * 1000)
+        if not answer.fixes:
+            raise RuntimeError("the stand-in server's fix did not come through")
 
 
 def bench_decision(count: int) -> None:
@@ -302,12 +343,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--decisions", type=int, default=20000)
     parser.add_argument("--agi-calls", type=int, default=5000)
     parser.add_argument("--aml-messages", type=int, default=5000)
+    parser.add_argument("--pull-requests", type=int, default=2000)
     parser.add_argument("--rates", default="20,40,60,80,100")
     parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--skip-lab", action="store_true", help="only the in-process decision benchmark")
+    parser.add_argument("--skip-lab", action="store_true", help="only the in-process benchmarks (decision, AML pull)")
     args = parser.parse_args(argv)
 
     bench_decision(args.decisions)
+    asyncio.run(bench_pull(args.pull_requests, 10))
     if args.skip_lab:
         return 0
     verbund = lab.start_verbund(f"bench-{os.getpid()}", log=print, bench=True)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 from aiohttp import WSCloseCode, web
 
+from routing.decision import Places
 from routing.numbers import NumberError, to_e164
 from telephony import events
 from verbund112 import stores
@@ -92,6 +93,11 @@ class CallTracker:
     def _within(self) -> float:
         return self.service.settings.redis.timeout
 
+    def _places(self) -> Places | None:
+        """District and centre lookups with the rules in force (none loaded: cards without them)."""
+        rules = self.service.rules.rules
+        return None if rules is None else Places(rules)
+
     async def run(self) -> None:
         """Follow the service's events and the Verbund's Redis announcements."""
         async with asyncio.TaskGroup() as tasks:
@@ -146,7 +152,7 @@ class CallTracker:
         card = build_card(
             call_id=event.call_id, answered_site=event.site, dispatcher=event.dispatcher, caller_number=number,
             from_site=event.from_site, wait_s=event.hold_time, record=record, aml_trail=trail,
-            earlier_calls=earlier, now=now,
+            earlier_calls=earlier, now=now, places=self._places(),
         )  # fmt: skip
         card["answered_at"] = event.answered_at or now
         return card
@@ -221,7 +227,7 @@ class CallTracker:
         trail = await stores.aml_trail(self._redis, number, self._within)
         if not trail:
             return
-        location = location_from_aml(trail[0], time.time())
+        location = location_from_aml(trail[0], time.time(), self._places())
         for dispatcher in holders:
             card = self.pops.cards[dispatcher]
             card["locations"] = [location, *(loc for loc in card["locations"] if loc["source"] != "aml")]

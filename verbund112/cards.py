@@ -1,40 +1,67 @@
 """The call card a dispatcher sees when answering, built from what the Verbund knows.
 
 Pure: the tracker (verbund112.calls) reads Redis and AMI and hands the pieces
-in. Location is supplemental data: every location carries its source, radius
-and age, and the dispatcher takes it over into the incident with a click.
+in, with the district lookup of the rules in force (routing.decision.Places).
+Location is supplemental data: every location carries its source, radius,
+age, district and responsible centre, and the dispatcher takes it over into
+the incident with a click.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from routing.decision import Place, Places
+
 REPEAT_WINDOW_S = 30 * 60
 
 
-def location_from_aml(fix: dict[str, Any], now: float) -> dict[str, Any]:
+def _where(place: Place | None) -> dict[str, Any]:
+    """District and centre fields of a location (None where unknown: outside every district, no rules)."""
+    if place is None:
+        return {"district": None, "ags": None, "centre": None, "centre_name": None, "uncertain_border": False}
+    return {"district": place.district, "ags": place.ags, "centre": place.centre, "centre_name": place.centre_name,
+            "uncertain_border": place.uncertain_border}  # fmt: skip
+
+
+def location_from_aml(fix: dict[str, Any], now: float, places: Places | None = None) -> dict[str, Any]:
+    lat, lon, radius = fix["lat"], fix["lon"], fix["radius_m"]
+    place = None
+    if places is not None:
+        try:
+            place = places.at(float(lat), float(lon), float(radius))
+        except (TypeError, ValueError):  # a garbled fix in the store: shown as it is, without a district
+            place = None
     return {
         "source": "aml",
-        "lat": fix["lat"],
-        "lon": fix["lon"],
-        "radius_m": fix["radius_m"],
+        "lat": lat,
+        "lon": lon,
+        "radius_m": radius,
         "method": fix.get("method", ""),
         "confidence": fix.get("confidence"),
         "age_s": max(0.0, now - float(fix.get("time") or now)),
+        **_where(place),
     }
 
 
-def location_from_record(record: dict[str, Any], routed_at: float, now: float) -> dict[str, Any] | None:
+def location_from_record(
+    record: dict[str, Any], routed_at: float, now: float, places: Places | None = None
+) -> dict[str, Any] | None:
     used = record.get("location")
     if not used:
         return None
     position = used.get("position")
-    location = {
+    ags = used.get("ags")
+    where = _where(None if places is None or not ags else places.of(ags))
+    # the district the routing found stays (the rules may have changed since); the centre is today's
+    location = where | {
         "source": used["source"],
         "district": used.get("district"),
-        "ags": used.get("ags"),
+        "ags": ags,
         "age_s": max(0.0, now - routed_at),
     }
+    if "share" in used and places is not None:
+        location["uncertain_border"] = float(used["share"]) < places.rules.spec.areas.certain_share
     if position:
         location |= {"lat": position["lat"], "lon": position["lon"], "radius_m": position["radius_m"],
                      "method": position.get("method", "")}  # fmt: skip
@@ -53,13 +80,14 @@ def build_card(
     aml_trail: list[dict[str, Any]],
     earlier_calls: list[dict[str, Any]],
     now: float,
+    places: Places | None = None,
 ) -> dict[str, Any]:
     """The card for the dispatcher who answered; locations best first (newest AML fix, then routing)."""
     locations = []
     if aml_trail:
-        locations.append(location_from_aml(aml_trail[0], now))
+        locations.append(location_from_aml(aml_trail[0], now, places))
     if record is not None:
-        routed = location_from_record(record, float(record.get("routed_at", now)), now)
+        routed = location_from_record(record, float(record.get("routed_at", now)), now, places)
         if routed is not None and not (routed["source"] == "aml" and aml_trail):
             locations.append(routed)
     return {

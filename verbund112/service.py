@@ -21,7 +21,9 @@ import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
 
-from routing.decision import CallFacts, Decision, Route, SiteStates, decide
+from aml.parse import AmlMessage
+from aml.pull import AmlPullClient, PullSetupError
+from routing.decision import AmlFix, CallFacts, Decision, Route, SiteStates, decide
 from routing.location import LocationError, Position, parse_access_network_info, parse_location_info
 from routing.numbers import NumberError, to_e164
 from routing.rules import RulesError
@@ -29,6 +31,7 @@ from telephony import events
 from telephony.ami import AmiClient, AmiError
 from telephony.fastagi import AgiReply, AgiSession, FastAgiServer
 from verbund112 import stores
+from verbund112.aml_polls import AmlPolls, PullMetrics
 from verbund112.calls import CallTracker
 from verbund112.overflow_mover import OverflowMover
 from verbund112.rules_holder import RulesChange, RulesHolder
@@ -103,6 +106,7 @@ class Metrics:
             registry=self.registry,
         )
         self.redis_up = prom.Gauge("verbund112_redis_up", "1 while Redis answers", registry=self.registry)
+        self.aml_pull = PullMetrics(self.registry)
 
 
 class Service:
@@ -134,6 +138,11 @@ class Service:
         self._side_tasks: set[asyncio.Task[None]] = set()
         self.calls = CallTracker(self)
         self.overflow = OverflowMover(self)
+        self.aml_polls = AmlPolls(
+            settings.aml_pull, self.metrics.aml_pull, latest=self._latest_aml_fix, store=self._store_pulled_fix
+        )
+        self.aml_pull_problem = "" if settings.aml_pull.enabled else "disabled"
+        self.aml_pull_settled = asyncio.Event()  # set once the pull is on, or off (aml_pull_problem says why)
         self.partner_reporting = asyncio.Event()  # set while partner_alive, for whoever must wait for it
         self.partner_gone = asyncio.Event()  # the opposite, set from the first report on
         self._call_records: asyncio.Queue[tuple[str, dict[str, object]]] = asyncio.Queue(maxsize=10000)
@@ -183,6 +192,7 @@ class Service:
                     tasks.create_task(self._write_call_records(), name="call-records"),
                     tasks.create_task(self.calls.run(), name="screen-pops"),
                     tasks.create_task(self.overflow.run(), name="overflow"),
+                    tasks.create_task(self._pull_aml(), name="aml-pull"),
                 ]
                 self.started.set()
                 log.info(
@@ -353,6 +363,44 @@ class Service:
     def _on_agi_done(self, outcome: str, seconds: float) -> None:
         self.metrics.agi_requests.labels(outcome).inc()
         self.metrics.agi_seconds.observe(seconds)
+
+    # -- AML pull ---------------------------------------------------------------
+
+    async def _pull_aml(self) -> None:
+        """Poll the central AML server for this site's live calls (if configured)."""
+        if not self.settings.aml_pull.enabled:
+            self.aml_pull_settled.set()
+            return
+        try:
+            client = AmlPullClient(self.settings.aml_pull, user_agent=f"verbund112 {self.settings.site}")
+        except PullSetupError as exc:
+            # AML is supplemental: the calls are routed and popped without it
+            self.aml_pull_problem = str(exc)
+            self.aml_pull_settled.set()
+            log.error("AML pull off: %s", exc)
+            return
+        with self.hub.subscribe() as queue:
+            async with client, self.aml_polls.polling(client.fetch):
+                log.info("AML pull from %s on", self.settings.aml_pull.url)
+                self.aml_pull_settled.set()
+                while True:
+                    event = await queue.get()
+                    if isinstance(event, CallRouted):
+                        self.aml_polls.call_started(event.uniqueid, event.call_id, event.caller_number)
+                    elif isinstance(event, events.ChannelHungUp):
+                        self.aml_polls.call_ended(event.uniqueid)
+
+    async def _latest_aml_fix(self, number: str) -> AmlFix | None:
+        return await stores.latest_aml_fix(self.redis, number, self.settings.redis.timeout)
+
+    async def _store_pulled_fix(self, number: str, message: AmlMessage) -> None:
+        assert message.position is not None
+        fix = AmlFix(message.position, message.fix_time or time.time())
+        details = {"confidence": message.confidence, "format": "pull", "altitude_m": message.altitude_m}
+        await stores.add_aml_fix(
+            self.redis, number, fix, within=self.settings.redis.timeout, ttl_s=self.settings.aml.retention_s,
+            details=details,
+        )  # fmt: skip
 
     # -- AMI ------------------------------------------------------------------
 

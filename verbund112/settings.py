@@ -9,10 +9,11 @@ belong in the environment, not in the file. See docs/configuration.md.
 from __future__ import annotations
 
 import os
+import zoneinfo
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -91,6 +92,60 @@ class AmlSettings(_Section):
     max_body_bytes: int = Field(default=8192, gt=0)
 
 
+class AmlPullSettings(_Section):
+    """Fetching AML from the central server by calling number (HTTPS, client certificate, basic auth).
+
+    While a 112 call that entered here is live and the AML store has no fix of
+    this call for its number, the service asks the server with back-off (see
+    verbund112/aml_polls.py). Secrets (password, key password) from the environment.
+    """
+
+    enabled: bool = False
+    # the lookup URL; the number goes into the query parameter `number`
+    url: str = ""
+    number_format: Literal["e164", "international", "national"] = "e164"
+    client_cert: Path | None = None  # PEM: the certificate (and the key, unless client_key is set)
+    client_key: Path | None = None
+    client_key_password: SecretStr = SecretStr("")
+    ca_file: Path | None = None  # PEM CAs that may sign the server's certificate; none: the system's
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    request_timeout: float = Field(default=3.0, gt=0, le=30, description="one request, seconds")
+    backoff_first: float = Field(default=2.0, gt=0, description="wait after the first answer without a fix")
+    backoff_factor: float = Field(default=1.5, ge=1.0, le=10.0)
+    backoff_max: float = Field(default=10.0, gt=0, description="back-off cap, seconds")
+    max_duration: float = Field(default=180.0, gt=0, le=3600, description="a call's polling ends after this")
+    max_polls: int = Field(default=100, ge=1, le=10000, description="calls polled at once; more are not polled")
+    # zone of the server's location_time when it is written as a date and time without offset
+    time_zone: str = "Europe/Berlin"
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _complete_when_enabled(self) -> AmlPullSettings:
+        if not self.enabled:
+            return self
+        missing = [name for name in ("url", "client_cert", "username") if not getattr(self, name)]
+        if not self.password.get_secret_value():
+            missing.append("password")
+        if missing:
+            raise ValueError(f"AML pull enabled, but {', '.join(missing)} not set")
+        if ":" in self.username:
+            raise ValueError("username may not contain ':' (HTTP basic auth)")
+        if not self.url.startswith("https://"):
+            raise ValueError("url must be https://")
+        if self.backoff_max < self.backoff_first:
+            raise ValueError("backoff_max is below backoff_first")
+        return self
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["json", "console"] = "json"
@@ -113,6 +168,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     web: WebSettings = WebSettings()
     aml: AmlSettings = AmlSettings()
+    aml_pull: AmlPullSettings = AmlPullSettings()
     log: LogSettings = LogSettings()
 
     @property

@@ -136,6 +136,11 @@ async def status(request: web.Request) -> web.Response:
             "redis": {"reachable": service.redis_ok},
             "partner": {"site": service.settings.partner, "reporting": service.partner_alive},
             "rules": {"digest": rules.digest if rules else None, "last_error": service.rules.last_error},
+            "aml_pull": {
+                "on": service.aml_polls.running,
+                "problem": service.aml_pull_problem,
+                "calls_polled": len(service.aml_polls.polls),
+            },
         }
     )
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser, Page, async_playwright
 
 from tests.conftest import place_call
 from verbund112.lab import lab
@@ -19,6 +19,23 @@ CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
+
+
+REGION = [0.0, 0.0, 1000.0, 800.0]
+
+
+async def view_box(page: Page) -> list[float]:
+    return [float(v) for v in (await page.get_attribute("#map", "viewBox") or "").split()]
+
+
+async def shows_the_caller(page: Page, source: str) -> None:
+    """The map is zoomed in, and the uncertainty circle of that source lies wholly in view."""
+    x, y, width, height = await view_box(page)
+    assert width < REGION[2] / 4 and height < REGION[3] / 4  # zoomed in, not the region
+    circle = page.locator(f".caller[data-source='{source}'] circle.uncertainty")
+    cx, cy, r = [float(await circle.get_attribute(name) or "nan") for name in ("cx", "cy", "r")]
+    assert x <= cx - r and cx + r <= x + width
+    assert y <= cy - r and cy + r <= y + height
 
 
 @pytest.fixture
@@ -47,7 +64,9 @@ async def test_an_answered_call_shows_on_the_dispatchers_page_and_aml_moves_it(
     await page.wait_for_selector("#caller:has-text('+4915112348001')", timeout=20000)
     pidf_row = await page.inner_text(".loc[data-source='pidf']")
     assert "50.92790, 11.58910 ±25 m" in pidf_row
+    assert "Jena (zuständig: ZLS Jena)" in pidf_row
     assert await page.locator(".caller[data-source='pidf']").count() == 1
+    await shows_the_caller(page, "pidf")
     assert await page.inner_text("#incident") == ""  # nothing taken over without a click
 
     now_ms = str(int(time.time() * 1000))
@@ -68,13 +87,22 @@ async def test_an_answered_call_shows_on_the_dispatchers_page_and_aml_moves_it(
     ):
         assert response.status == 202
     await page.wait_for_selector(".caller[data-source='aml']", state="attached", timeout=5000)
-    assert "50.93010, 11.59020 ±9 m" in await page.inner_text(".loc[data-source='aml']")
+    aml_row = await page.inner_text(".loc[data-source='aml']")
+    assert "50.93010, 11.59020 ±9 m" in aml_row
+    assert "Jena (zuständig: ZLS Jena)" in aml_row
+    await shows_the_caller(page, "aml")  # the map follows the newest position
+
+    await page.click("#zoom-region")
+    assert await view_box(page) == REGION
+    await page.click("#zoom-caller")
+    await shows_the_caller(page, "aml")
 
     await page.click(".loc[data-source='aml'] button")
     assert "50.93010, 11.59020" in await page.inner_text("#incident")
     await page.screenshot(path=str(lab.lab_dir() / "dispatch-page.png"))
     assert await call == 0
     await page.wait_for_selector("#card.idle", timeout=10000)
+    assert await view_box(page) == REGION  # the call is over: the whole region again
 
 
 async def test_the_page_needs_the_dispatchers_own_token(verbund: lab.Verbund, start_service, browser: Browser) -> None:

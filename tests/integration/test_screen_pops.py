@@ -70,6 +70,7 @@ async def test_the_answering_dispatcher_gets_the_card_and_aml_updates_the_others
         assert card["answered_site"] == "jena"
         assert card["locations"][0]["source"] == "pidf"
         assert card["locations"][0]["district"] == "Jena"
+        assert card["locations"][0]["centre"] == "jena"
         assert card["locations"][0]["radius_m"] == 25
 
         await post_aml(verbund, "jena", "+4915112349001", 50.9301, 11.5902)
@@ -77,6 +78,8 @@ async def test_the_answering_dispatcher_gets_the_card_and_aml_updates_the_others
         assert update["call_id"] == card["call_id"]
         assert update["location"]["source"] == "aml"
         assert update["location"]["lat"] == pytest.approx(50.9301)
+        assert (update["location"]["district"], update["location"]["ags"]) == ("Jena", "16053")
+        assert (update["location"]["centre"], update["location"]["centre_name"]) == ("jena", "ZLS Jena")
 
         # reconnect mid-call: the card comes again
         await mine.close()
@@ -112,6 +115,7 @@ async def test_a_call_moved_to_gera_pops_at_gera_with_jenas_data_and_later_aml(
         await post_aml(verbund, "jena", "+4915112349002", 50.931, 11.59)  # AML arrives at Jena's intake
         update = await next_message(gera, "location", within=5)
         assert update["location"]["lat"] == pytest.approx(50.931)
+        assert update["location"]["centre"] == "jena"  # answered at Gera, but Jena's district
         assert await call == 0
 
 
