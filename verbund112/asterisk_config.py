@@ -78,6 +78,9 @@ class SiteValues(BaseModel):
     paths: AsteriskPaths = AsteriskPaths()
     # benchmark lab only: SIP URI of a peer that answers every queue call at once
     bench_desk_uri: Annotated[str, StringConstraints(pattern=r"^sip:[A-Za-z0-9.:@+-]{1,120}$")] | None = None
+    # benchmark lab only: instead of that one peer, this many queue members of one call each
+    # (bench-d1, bench-d2, ...), all answered by the same peer
+    bench_desks: int = Field(default=0, ge=0, le=200)
 
     @model_validator(mode="after")
     def _partner_gives_up_first(self) -> SiteValues:

@@ -9,6 +9,13 @@
    by side at rising rates; a call counts when it was answered and hung up.
    The bench lab's queue has one more member, a sipp UAS that answers every
    call at once, so Asterisk and the routing are measured, not desk phones.
+5. Overflow: a storm burst (4.5 calls/s for 60 s, 3x the Hildesheim peak) into
+   Jena, with the overflow service off and on, side by side in one run:
+   answer-time percentiles (INVITE -> 200 OK at the carrier). Jena has 6 desks,
+   Gera 20 (each one call at a time, answered at once by a sipp peer), talk
+   time 4 s; the dialplan's waits are the production ones, so "off" shows
+   what the static overflow (local_wait_s 20 s) alone gives the callers.
+   `scripts/bench --only overflow` runs just this one.
 4. AML pull: the client's request to a stand-in central server on loopback
    (HTTPS with a client certificate and basic auth, answer parsed), sequential
    and 10 concurrent; the real server's latency comes on top in production.
@@ -32,7 +39,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from routing.decision import AmlFix, CallFacts, SiteStates, decide
 from routing.location import Position
@@ -338,6 +345,96 @@ def _run_rates(verbund: lab.Verbund, rates: list[int], seconds: int, work: Path,
         print(f"  {rate:>4}  {cells[0]}   {cells[1]}", flush=True)
 
 
+OVERFLOW_DESKS = {"jena": 6, "gera": 20}
+
+
+def bench_overflow(rate: float = 4.5, seconds: int = 60, talk_ms: int = 4000) -> None:
+    verbund = lab.start_verbund(
+        f"bench-overflow-{os.getpid()}", log=print, bench=True, bench_desks=OVERFLOW_DESKS,
+        waits=lab.PRODUCTION_WAITS,
+    )  # fmt: skip
+    directory = lab.lab_dir() / verbund.instance
+    work = Path(tempfile.mkdtemp(prefix="v112-bench-overflow-"))
+    peers = [lab.bench_desk(verbund.site(name), timeout_s=4 * (seconds + 200)) for name in ("jena", "gera")]
+    services = []
+    try:
+        services = [start_service(verbund, name, directory) for name in ("jena", "gera")]
+        wait_until(lambda: _status(verbund, "jena")["partner"]["reporting"], 10, "jena sees gera")
+        print(f"overflow: {rate}/s into Jena for {seconds} s, talk {talk_ms / 1000:g} s, desks {OVERFLOW_DESKS}; "
+              "answer time in s (INVITE -> 200 OK):")  # fmt: skip
+        rules = verbund.rules_file.read_text()
+        results = {}
+        for mode in ("off", "on"):
+            enabled = "true" if mode == "on" else "false"
+            _put_rules(verbund, rules.replace("jena: {enabled: true,", f"jena: {{enabled: {enabled},"))
+            _wait_idle(verbund.site("jena"))
+            _wait_idle(verbund.site("gera"))
+            moves_before = _moves(verbund)
+            results[mode] = _burst(verbund, rate, seconds, talk_ms, work / mode)
+            results[mode]["moves"] = _moves(verbund) - moves_before
+        for mode, r in results.items():
+            print(f"  overflow {mode:>3}: {int(r['ok'])} answered, {int(r['failed'])} failed, moved {int(r['moves'])}; "
+                  f"p50 {r['p50']:.1f} p90 {r['p90']:.1f} p95 {r['p95']:.1f} p99 {r['p99']:.1f} max {r['max']:.1f}; "
+                  f"answered within 10 s: {r['within_10s']:.1%}", flush=True)  # fmt: skip
+    finally:
+        for process in [*services, *peers]:
+            process.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=15)
+        verbund.stop()
+
+
+def _status(verbund: lab.Verbund, site: str, path: str = "/api/v1/status") -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"http://{LOOPBACK}:{verbund.ports[site].web}{path}", headers={"Authorization": f"Bearer {verbund.read_token}"}
+    )
+    with urllib.request.urlopen(request, timeout=2) as response:
+        answer: dict[str, Any] = json.loads(response.read())
+        return answer
+
+
+def _moves(verbund: lab.Verbund) -> int:
+    view = _status(verbund, "jena", "/api/v1/supervisor")
+    return int(view["overflow"]["last_hour"].get("jena->gera", {}).get("moved", 0))
+
+
+def _put_rules(verbund: lab.Verbund, text: str) -> None:
+    request = urllib.request.Request(
+        f"http://{LOOPBACK}:{verbund.ports['jena'].web}/api/v1/rules", data=text.encode(), method="PUT",
+        headers={"Authorization": f"Bearer {verbund.web_token}", "Content-Type": "application/yaml"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=5) as response:
+        response.read()
+
+
+def _burst(verbund: lab.Verbund, rate: float, seconds: int, talk_ms: int, work: Path) -> dict[str, float]:
+    """sipp at `rate` calls/s into Jena; every call's answer time from its INVITE->200 round trip."""
+    work.mkdir(parents=True)
+    site = verbund.site("jena")
+    calls = round(rate * seconds)
+    args = [
+        "sipp", f"{LOOPBACK}:{site.values.sip_port}", "-sf", str(lab.SIPP_DIR / "carrier_112.xml"),
+        "-i", lab.CARRIER_ADDRESS, "-p", str(lab._free_carrier_port()), "-mp", str(free_rtp_base(10)),
+        "-key", "caller", "036411234567", "-key", "uui", "00",
+        "-r", str(round(rate * 10)), "-rp", "10000", "-m", str(calls), "-l", str(calls), "-d", str(talk_ms),
+        "-timeout", f"{seconds + 240}s", "-nostdin", "-nd", "-recv_timeout", "180000",
+        "-trace_stat", "-stf", "stat.csv", "-trace_rtt", "-rtt_freq", "1",
+    ]  # fmt: skip
+    subprocess.run(args, cwd=work, capture_output=True, check=False, timeout=seconds + 300)
+    with (work / "stat.csv").open() as handle:
+        last = list(csv.DictReader(handle, delimiter=";"))[-1]
+    answers = []
+    for rtt in work.glob("*_rtt.csv"):
+        with rtt.open() as handle:
+            answers += [float(row["response_time_ms"]) / 1000 for row in csv.DictReader(handle, delimiter=";")]
+    q = statistics.quantiles(answers, n=100, method="inclusive")
+    return {
+        "ok": float(last["SuccessfulCall(C)"]), "failed": float(last["FailedCall(C)"]),
+        "p50": q[49], "p90": q[89], "p95": q[94], "p99": q[98], "max": max(answers),
+        "within_10s": sum(a <= 10 for a in answers) / calls,
+    }  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--decisions", type=int, default=20000)
@@ -347,7 +444,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rates", default="20,40,60,80,100")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--skip-lab", action="store_true", help="only the in-process benchmarks (decision, AML pull)")
+    parser.add_argument("--only", choices=["overflow"], help="run just this benchmark")
     args = parser.parse_args(argv)
+    if args.only == "overflow":
+        bench_overflow()
+        return 0
 
     bench_decision(args.decisions)
     asyncio.run(bench_pull(args.pull_requests, 10))
@@ -379,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
             process.terminate()
             process.wait(timeout=15)
         verbund.stop()
+    bench_overflow()
     return 0
 
 

@@ -161,10 +161,26 @@ def rootfs_in_use(root: Path) -> bool:
     return False
 
 
+# the dialplan's own waits as shipped (asterisk-config SiteValues defaults)
+PRODUCTION_WAITS: dict[str, int] = {}
+# short waits so that tests and the demo see the static overflow quickly
+LAB_WAITS = {"member_ring_s": 8, "local_wait_s": 10, "partner_ring_s": 12, "partner_queue_wait_s": 10}
+
+
 def start_verbund(
-    instance: str, directory: Path | None = None, log: Callable[[str], None] = print, bench: bool = False
+    instance: str,
+    directory: Path | None = None,
+    log: Callable[[str], None] = print,
+    *,
+    bench: bool = False,
+    bench_desks: dict[str, int] | None = None,
+    waits: dict[str, int] | None = None,
 ) -> Verbund:
-    """Build (once) the root filesystem and start Redis and both Asterisk sites."""
+    """Build (once) the root filesystem and start Redis and both Asterisk sites.
+
+    bench: each site's queue gets the bench peer (one member answering every
+    call, or ``bench_desks[site]`` members of one call each).
+    """
     directory = directory or lab_dir()
     root = directory / "rootfs"
     seconds = rootfs.ensure(root)
@@ -191,12 +207,9 @@ def start_verbund(
                 rtp_port_end=ports[name].rtp + 399,
                 fastagi_url=f"agi://{LOOPBACK}:{ports[name].fastagi}",
                 carrier_outbound_uri=f"sip:{CARRIER_ADDRESS}:{ports[name].neighbour}",
-                # short waits so that tests and the demo see the overflow quickly
-                member_ring_s=8,
-                local_wait_s=10,
-                partner_ring_s=12,
-                partner_queue_wait_s=10,
+                **(LAB_WAITS if waits is None else waits),
                 bench_desk_uri=f"sip:bench@{BENCH_DESK_ADDRESS}:{ports[name].neighbour + 1}" if bench else None,
+                bench_desks=(bench_desks or {}).get(name, 0),
                 paths=asterisk_config.AsteriskPaths(
                     etc=f"{inner}/etc", lib=f"{inner}/lib", spool=f"{inner}/spool",
                     run=f"{inner}/run", log=f"{inner}/log", cache=f"{inner}/cache",
