@@ -88,7 +88,10 @@ def plan_moves(
     now: float,
     in_flight: Set[str],
     partner_spare_since: float | None,
+    tried: Set[str] = frozenset(),
 ) -> Plan:
+    """The callers to move now. ``in_flight``: moves on their way (they use up the partner's
+    spare dispatchers); ``tried``: calls whose one move was tried already (never again)."""
     blocked = _blocked(partner, rule, now, len(in_flight), partner_spare_since)
     if blocked or partner is None:
         return Plan((), blocked)
@@ -96,7 +99,9 @@ def plan_moves(
     all_busy = local.available == 0
     due: list[Move] = []
     for caller in local.waiting:  # longest waiting first
-        if not caller.movable or caller.ringing or caller.call_id in in_flight or not caller.channel:
+        if not caller.movable or caller.ringing or not caller.channel:
+            continue
+        if caller.call_id in in_flight or caller.call_id in tried:
             continue
         waited = now - caller.since
         if waited >= rule.wait_threshold_s:

@@ -180,6 +180,11 @@ def rules_check(file: Path) -> None:
     click.echo(f"  districts: {len(spec.areas.districts)} with a centre, {len(loaded.index.districts)} polygons")
     click.echo(f"  area codes: {len(loaded.area_codes)}, cells: {len(loaded.cells)}")
     click.echo(f"  location sources: {' > '.join(spec.source_priority)}")
+    for site in spec.sites:
+        own = spec.overflow.sites.get(site)
+        state = (f"after {own.wait_threshold_s:g} s, or {own.all_busy_after_s:g} s with every desk busy"
+                 if own and own.enabled else "off")  # fmt: skip
+        click.echo(f"  overflow from {site}: {state}")
 
 
 @rules.command("simulate")

@@ -139,7 +139,7 @@ class OverflowMover:
             return
         plan = plan_moves(
             self.snapshot(now), self.partner, rule, now=now,
-            in_flight=set(self._in_flight) | set(self._attempted), partner_spare_since=self._partner_spare_since,
+            in_flight=set(self._in_flight), tried=set(self._attempted), partner_spare_since=self._partner_spare_since,
         )  # fmt: skip
         self.last_plan = plan
         for move in plan.moves:

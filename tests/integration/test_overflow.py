@@ -11,6 +11,7 @@ import pytest
 
 from routing.decision import Route
 from telephony import events
+from telephony.ami import AmiError
 from tests.conftest import next_event, place_call
 from tests.integration.test_screen_pops import TIMEOUT, next_message, socket_url
 from verbund112 import stores
@@ -198,3 +199,43 @@ async def test_gera_down_nothing_moves_there_and_jena_answers_and_pops_gera_area
     finally:
         gera_asterisk.start()
         await asyncio.wait_for(gera.ami.connected.wait(), 15)
+
+
+async def test_asterisk_refuses_to_withdraw_a_caller_a_dispatcher_has_answered(
+    verbund: lab.Verbund, start_service, start_desks
+) -> None:
+    """The safety of the move itself: it cannot tear an answered 112 call away from a dispatcher."""
+    jena = await start_service("jena")
+    await start_desks("jena", ["jena-d1"])
+    with jena.hub.subscribe() as seen:
+        call = asyncio.create_task(place_call(verbund, "jena", "+4936411119001", talk_ms=4000))
+        joined = await next_event(seen, events.CallerJoinedQueue, lambda e: e.caller_number == "+4936411119001")
+        await next_event(seen, events.DispatcherAnswered, lambda e: e.call_id == joined.call_id)
+    with pytest.raises(AmiError, match="No such caller"):
+        await jena.ami.withdraw_caller("112-jena", joined.channel, "1.1")
+    assert await call == 0  # the call went on to its normal end
+
+
+async def test_an_admin_switching_the_direction_off_stops_the_moves(
+    verbund: lab.Verbund, start_service, start_desks
+) -> None:
+    jena = await start_service("jena")
+    await start_service("gera")
+    await start_desks("jena", ["jena-d1"])
+    await start_desks("gera", ["gera-d1"])
+    text = verbund.rules_file.read_text().replace("jena: {enabled: true,", "jena: {enabled: false,")
+    change = await jena.reload_rules("test-admin", text)
+    assert change.applied
+    try:
+        with jena.hub.subscribe() as seen:
+            first = asyncio.create_task(place_call(verbund, "jena", "+4936411119101", talk_ms=6000))
+            await next_event(seen, events.DispatcherAnswered)
+            second = asyncio.create_task(place_call(verbund, "jena", "+4936411119102", talk_ms=1000))
+            joined = await next_event(seen, events.CallerJoinedQueue, lambda e: e.caller_number == "+4936411119102")
+            answered = await next_event(seen, events.DispatcherAnswered, lambda e: e.call_id == joined.call_id)
+        assert answered.dispatcher == "jena-d1"  # waited for Jena's desk: nobody moved it
+        assert jena.overflow.last_plan.why_not == "overflow to the partner is switched off"
+        assert [m for m in await moves_of(jena) if m["call_id"] == joined.call_id] == []
+        assert await first == 0 and await second == 0
+    finally:
+        await jena.reload_rules("test-admin")  # the file on disk: overflow on again

@@ -83,6 +83,13 @@ def test_moves_in_flight_use_up_the_partners_spare_dispatchers_and_are_not_moved
     assert [m.call_id for m in result.moves] == ["c2"]
 
 
+def test_a_caller_whose_move_was_tried_is_not_tried_again_but_uses_up_nothing() -> None:
+    local = site("jena", [T], [caller("c1", 30), caller("c2", 20), caller("c3", 15)])
+    result = plan_moves(local, site("gera", [A, A]), RULE, now=NOW, in_flight=frozenset(),
+                        partner_spare_since=NOW - 5, tried=frozenset({"c1"}))  # fmt: skip
+    assert [m.call_id for m in result.moves] == ["c2", "c3"]
+
+
 def test_hysteresis_the_partner_must_have_been_free_for_a_while() -> None:
     local = site("jena", [T], [caller("c1", 30)])
     assert plan(local, site("gera", [A]), spare_for=0.5).moves == ()

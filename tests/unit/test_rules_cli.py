@@ -40,6 +40,14 @@ def test_check_accepts_the_shipped_rules() -> None:
     assert code == 0
     assert "valid" in output
     assert "area codes: 51" in output
+    assert "overflow from jena: after 10 s, or 3 s with every desk busy" in output
+
+
+def test_check_shows_a_direction_switched_off(copy) -> None:
+    edited = copy("off", **{"verbund112.yaml|gera: {enabled: true,": "gera: {enabled: false,"})
+    code, output = run("rules", "check", str(edited))
+    assert code == 0
+    assert "overflow from gera: off" in output
 
 
 def test_check_refuses_with_file_line_and_field(copy) -> None:
