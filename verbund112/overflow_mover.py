@@ -148,7 +148,8 @@ class OverflowMover:
     async def _move(self, move: Move, now: float) -> None:
         self._attempted[move.call_id] = now
         self._in_flight[move.call_id] = _InFlight(move, now, self.partner_site)
-        info = f"{move.partner_position}.{move.return_position}"
+        # "PPPRRR" for the dialplan (v112-overflow): places in the partner's queue and back here
+        info = f"{min(move.partner_position, 999):03d}{min(move.return_position, 999):03d}"
         try:
             await self.service.ami.withdraw_caller(self.view.queue, move.channel, info)
         except AmiError as exc:

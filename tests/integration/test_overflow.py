@@ -212,7 +212,7 @@ async def test_asterisk_refuses_to_withdraw_a_caller_a_dispatcher_has_answered(
         joined = await next_event(seen, events.CallerJoinedQueue, lambda e: e.caller_number == "+4936411119001")
         await next_event(seen, events.DispatcherAnswered, lambda e: e.call_id == joined.call_id)
     with pytest.raises(AmiError, match="No such caller"):
-        await jena.ami.withdraw_caller("112-jena", joined.channel, "1.1")
+        await jena.ami.withdraw_caller("112-jena", joined.channel, "001001")
     assert await call == 0  # the call went on to its normal end
 
 
@@ -239,3 +239,38 @@ async def test_an_admin_switching_the_direction_off_stops_the_moves(
         assert await first == 0 and await second == 0
     finally:
         await jena.reload_rules("test-admin")  # the file on disk: overflow on again
+
+
+async def test_a_moved_caller_enters_the_partners_queue_ahead_of_callers_who_came_later(
+    verbund: lab.Verbund, start_service, start_desks
+) -> None:
+    """Seniority across the move, driven by hand: the services' own moves are switched off here."""
+    text = verbund.rules_file.read_text().replace("{enabled: true,", "{enabled: false,")
+    jena = await start_service("jena")
+    gera = await start_service("gera")
+    for service in (jena, gera):
+        assert (await service.reload_rules("test-admin", text)).applied
+    await start_desks("jena", ["jena-d1"])
+    await start_desks("gera", ["gera-d1"])
+    try:
+        with jena.hub.subscribe() as at_jena, gera.hub.subscribe() as at_gera:
+            busy_gera = asyncio.create_task(place_call(verbund, "gera", "+49365111201", talk_ms=8000))
+            await next_event(at_gera, events.DispatcherAnswered)
+            busy_jena = asyncio.create_task(place_call(verbund, "jena", "+4936411112202", talk_ms=15000))
+            await next_event(at_jena, events.DispatcherAnswered)
+            senior = asyncio.create_task(place_call(verbund, "jena", "+4936411112203", talk_ms=1000))
+            j = await next_event(at_jena, events.CallerJoinedQueue, lambda e: e.caller_number == "+4936411112203")
+            later = asyncio.create_task(place_call(verbund, "gera", "+49365111204", talk_ms=1000))
+            g = await next_event(at_gera, events.CallerJoinedQueue, lambda e: e.caller_number == "+49365111204")
+
+            await jena.ami.withdraw_caller("112-jena", j.channel, "001001")  # what the mover sends
+            arrived = await next_event(at_gera, events.CallerJoinedQueue, lambda e: e.call_id == j.call_id)
+            assert (arrived.from_site, arrived.position) == ("jena", 1)
+            first = await next_event(at_gera, events.DispatcherAnswered, lambda e: e.call_id in (j.call_id, g.call_id))
+            assert first.call_id == j.call_id, "the caller who waited longer is answered first"
+            assert first.from_site == "jena"
+        for call in (busy_gera, busy_jena, senior, later):
+            assert await call == 0
+    finally:
+        for service in (jena, gera):
+            await service.reload_rules("test-admin")
