@@ -63,7 +63,8 @@ class RedisSettings(_Section):
     url: str = "redis://127.0.0.1:6379/0"
     timeout: float = Field(default=0.5, gt=0, description="per Redis command, seconds")
     heartbeat_interval: float = Field(default=0.5, gt=0)
-    heartbeat_ttl: float = Field(default=2.0, gt=0, description="partner counts as unknown after this")
+    # A site that stops is seen as gone after at most heartbeat_ttl + heartbeat_interval (2 s).
+    heartbeat_ttl: float = Field(default=1.5, gt=0, description="partner counts as unknown after this")
 
 
 class TokenGrant(_Section):
