@@ -167,7 +167,7 @@ class QueueView:
                 from_partner = event.channel.startswith(INTERSITE_CHANNEL_PREFIX)
                 self._waiting[event.uniqueid] = Waiting(
                     call_id=event.call_id, since=now - event.wait_s, from_site=self.partner if from_partner else "",
-                    uniqueid=event.uniqueid, channel=event.channel,
+                    moved=event.moved, uniqueid=event.uniqueid, channel=event.channel,
                 )  # fmt: skip
             else:
                 self.apply(event, now)

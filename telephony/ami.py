@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -130,7 +131,9 @@ class AmiClient:
         if protocol is None or not self.connected.is_set():
             raise AmiNotConnected(f"AMI of {self.site} is not connected")
         action = pm_actions.Action(dict(fields))
-        future: asyncio.Future[Any] = protocol.send(action)
+        # as_list=None: panoramisk tells an event list (QueueStatus) from a single answer itself;
+        # its default (False) ends every action at the first message
+        future: asyncio.Future[Any] = protocol.send(action, as_list=None)
         self._pending.add(future)
         try:
             async with asyncio.timeout(answer_within or self.settings.action_timeout):
@@ -146,14 +149,35 @@ class AmiClient:
         return response
 
     async def queue_status(self, queue: str) -> list[events.DispatcherStateChanged | events.CallerWaiting]:
-        """The current state of every member of a queue, and the callers waiting in it."""
+        """The current state of every member of a queue, and the callers waiting in it.
+
+        QueueStatus lists callers without channel variables: the Verbund call id
+        and the moved mark are read for each with Getvar. A caller whose mark
+        cannot be read counts as moved (it is never moved by mistake).
+        """
         answer = await self.action({"Action": "QueueStatus", "Queue": queue})
         found: list[events.DispatcherStateChanged | events.CallerWaiting] = []
         for message in answer if isinstance(answer, list) else [answer]:
             event = events.parse(message, self.site)
+            if isinstance(event, events.CallerWaiting):
+                event = await self._with_call_variables(event)
             if isinstance(event, events.DispatcherStateChanged | events.CallerWaiting):
                 found.append(event)
         return found
+
+    async def _with_call_variables(self, waiting: events.CallerWaiting) -> events.CallerWaiting:
+        try:
+            call_id = await self.channel_variable(waiting.channel, "V112_CALL_ID")
+            moved = await self.channel_variable(waiting.channel, "V112_MOVED")
+        except AmiError as exc:
+            log.warning("variables of waiting caller %s not read (%s): not moved", waiting.channel, exc)
+            return dataclasses.replace(waiting, moved=True)
+        return dataclasses.replace(waiting, call_id=call_id or waiting.call_id, moved=moved == "1")
+
+    async def channel_variable(self, channel: str, name: str) -> str:
+        answer = await self.action({"Action": "Getvar", "Channel": channel, "Variable": name})
+        first = answer[0] if isinstance(answer, list) else answer
+        return str(first.get("Value") or "")
 
     async def withdraw_caller(self, queue: str, channel: str, info: str) -> None:
         """Take a caller who is still waiting out of the queue, back to the dialplan.

@@ -64,6 +64,7 @@ class CallerWaiting(CallEvent):
     position: int
     channel: str
     wait_s: int
+    moved: bool = False  # V112_MOVED, read separately with Getvar (telephony.ami.queue_status)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +203,7 @@ def _queue_entry(m: RawMessage, site: str) -> CallerWaiting:
         position=_int(m, "Position"),
         channel=_text(m, "Channel"),
         wait_s=_int(m, "Wait"),
+        moved=False,  # not in the message: read with Getvar
     )
 
 

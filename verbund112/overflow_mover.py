@@ -59,6 +59,7 @@ class OverflowMover:
         self._in_flight: dict[str, _InFlight] = {}
         self._attempted: dict[str, float] = {}  # call id -> when its one move was tried
         self._wake = asyncio.Event()
+        self.queue_read = asyncio.Event()  # set once the queue was read after an AMI connect
         self.moves = prom.Counter(
             "verbund112_overflow_moves",
             "overflow moves to the partner by outcome",
@@ -73,6 +74,7 @@ class OverflowMover:
 
     def on_queue_status(self, listed: list[events.DispatcherStateChanged | events.CallerWaiting]) -> None:
         self.view.reset(listed, time.time())
+        self.queue_read.set()
         self._wake.set()
 
     def on_event(self, event: events.SiteEvent) -> None:

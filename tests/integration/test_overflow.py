@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from overflow.state import DeskState
 from routing.decision import Route
 from telephony import events
 from telephony.ami import AmiError
@@ -274,3 +275,31 @@ async def test_a_moved_caller_enters_the_partners_queue_ahead_of_callers_who_cam
     finally:
         for service in (jena, gera):
             await service.reload_rules("test-admin")
+
+
+async def test_after_a_service_restart_callers_already_waiting_keep_their_call_id_and_moved_mark(
+    verbund: lab.Verbund, start_service, start_desks
+) -> None:
+    """QueueStatus lists callers without channel variables; the service reads them, so a caller moved
+    once (and back) is not moved a second time by a service that (re)connects meanwhile."""
+    text = verbund.rules_file.read_text().replace("jena: {enabled: true,", "jena: {enabled: false,")
+    first_service = await start_service("jena")
+    assert (await first_service.reload_rules("test-admin", text)).applied
+    await start_desks("jena", ["jena-d1"])
+    with first_service.hub.subscribe() as seen:
+        busy = asyncio.create_task(place_call(verbund, "jena", "+4936411113301", talk_ms=8000))
+        await next_event(seen, events.DispatcherAnswered)
+        waiting = asyncio.create_task(place_call(verbund, "jena", "+4936411113302", talk_ms=1000))
+        joined = await next_event(seen, events.CallerJoinedQueue, lambda e: e.caller_number == "+4936411113302")
+    await first_service.ami.action({"Action": "Setvar", "Channel": joined.channel, "Variable": "V112_MOVED",
+                                    "Value": "1"})  # fmt: skip
+    first_service.stop()
+
+    again = await start_service("jena")
+    await asyncio.wait_for(again.overflow.queue_read.wait(), 10)
+    (listed,) = [w for w in again.overflow.snapshot().waiting if w.uniqueid == joined.uniqueid]
+    assert listed.call_id == joined.call_id
+    assert listed.moved and not listed.movable
+    # the desks come from the same QueueStatus answer (no member event since the connect)
+    assert dict(again.overflow.snapshot().desks)["jena-d1"] is DeskState.TALKING
+    assert await busy == 0 and await waiting == 0

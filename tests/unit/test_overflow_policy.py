@@ -174,12 +174,25 @@ def test_queue_view_rebuilt_from_queue_status_keeps_partner_callers_put() -> Non
         [
             call(events.CallerWaiting, "u1", queue="112-jena", position=1, channel="PJSIP/carrier-1", wait_s=12),
             call(events.CallerWaiting, "u2", queue="112-jena", position=2, channel="PJSIP/intersite-9", wait_s=3),
+            call(
+                events.CallerWaiting,
+                "u3",
+                queue="112-jena",
+                position=3,
+                channel="PJSIP/carrier-3",
+                wait_s=2,
+                moved=True,
+            ),
             events.DispatcherStateChanged("jena", "112-jena", "jena-d1", "PJSIP/jena-d1", S.NOT_INUSE, True, False),
         ],
         NOW,
     )
     snap = view.snapshot(NOW, True)
-    assert [(w.uniqueid, w.since, w.movable) for w in snap.waiting] == [("u1", NOW - 12, True), ("u2", NOW - 3, False)]
+    assert [(w.uniqueid, w.since, w.movable) for w in snap.waiting] == [
+        ("u1", NOW - 12, True),
+        ("u2", NOW - 3, False),
+        ("u3", NOW - 2, False),
+    ]
     assert snap.desks == (("jena-d1", P),)
 
 
