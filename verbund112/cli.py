@@ -77,11 +77,18 @@ def lab_down() -> None:
 def lab_purge() -> None:
     """Stop the lab and delete the lab folder, the cached root filesystem included."""
     from verbund112.lab import lab as lab_module
-    from verbund112.lab import rootfs
+    from verbund112.lab.processes import LabError
 
     lab_module.down(log=click.echo)
-    rootfs.remove_tree(lab_module.lab_dir())
-    click.echo(f"removed {lab_module.lab_dir()}")
+    directory = lab_module.lab_dir()
+    if not directory.exists():
+        click.echo(f"{directory}: no lab folder")
+        return
+    try:
+        lab_module.purge_lab_dir(directory)
+    except LabError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"removed {directory}")
 
 
 @lab.command("status")

@@ -49,8 +49,25 @@ BENCH_DESK_ADDRESS = "127.0.0.3"  # the benchmark's answering peer
 SIPP_DIR = Path(__file__).resolve().parent / "sipp"
 
 
+# Written into every lab folder: `lab purge` deletes only a folder that carries it.
+LAB_MARKER = ".verbund112-lab"
+
+
 def lab_dir() -> Path:
-    return Path(os.environ.get("VERBUND112_LAB_DIR", REPO / ".lab")).resolve()
+    # an empty VERBUND112_LAB_DIR means the default, never the current directory
+    configured = os.environ.get("VERBUND112_LAB_DIR", "").strip()
+    return Path(configured).resolve() if configured else (REPO / ".lab").resolve()
+
+
+def purge_lab_dir(directory: Path) -> None:
+    """Delete a lab folder, refusing anything that is not one (an empty setting once made it
+    the current directory, the repository; purge deleted it)."""
+    directory = directory.resolve()
+    if not (directory / LAB_MARKER).is_file():
+        raise LabError(f"{directory} has no {LAB_MARKER}: not a lab folder, not deleted")
+    if REPO.resolve().is_relative_to(directory) or (directory / ".git").exists():
+        raise LabError(f"{directory} holds the repository: not deleted")
+    rootfs.remove_tree(directory)
 
 
 def instance_name() -> str:
@@ -182,6 +199,8 @@ def start_verbund(
     call, or ``bench_desks[site]`` members of one call each).
     """
     directory = directory or lab_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / LAB_MARKER).touch()
     root = directory / "rootfs"
     seconds = rootfs.ensure(root)
     if seconds:
