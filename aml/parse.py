@@ -53,23 +53,23 @@ _HTTPS_METHODS = {"gps": "GNSS", "wifi": "WiFi", "cell": "Cell"}
 
 _V1_KEYS = frozenset({"lt", "lg", "rd", "top", "lc", "pm", "si", "ei", "mcc", "mnc"})
 _V2_KEYS = frozenset({"et", "lo", "lt", "lc", "lz", "ls", "ei", "nc"})
-_HTTPS_KEYS = frozenset(
-    {
-        "time",
-        "location_time",
-        "location_latitude",
-        "location_longitude",
-        "location_accuracy",
-        "location_confidence",
-        "location_source",
-        "location_altitude",
-        "device_number",
-        "device_imei",
-        "device_imsi",
-        "cell_network_mcc",
-        "cell_network_mnc",
-    }
+# The fields of the AML HTTPS format (and of the central server's answers, aml.pull).
+HTTPS_FIELDS = (
+    "time",
+    "location_time",
+    "location_latitude",
+    "location_longitude",
+    "location_accuracy",
+    "location_confidence",
+    "location_source",
+    "location_altitude",
+    "device_number",
+    "device_imei",
+    "device_imsi",
+    "cell_network_mcc",
+    "cell_network_mnc",
 )
+_HTTPS_KEYS = frozenset(HTTPS_FIELDS)
 
 
 class AmlError(ValueError):

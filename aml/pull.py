@@ -39,7 +39,7 @@ from zoneinfo import ZoneInfo
 
 import aiohttp
 
-from aml.parse import AmlError, AmlMessage, parse_https
+from aml.parse import HTTPS_FIELDS, AmlError, AmlMessage, parse_https
 from routing.numbers import national_form
 from verbund112.settings import AmlPullSettings
 
@@ -51,21 +51,6 @@ NO_DATA = "no aml data"
 # Outcomes of one request, as counted in verbund112_aml_pull_requests{outcome}.
 OUTCOMES = ("fix", "no-fix", "timeout", "tls", "unreachable", "refused", "http-error", "bad-response")
 
-_FIELDS = (
-    "time",
-    "location_time",
-    "location_latitude",
-    "location_longitude",
-    "location_accuracy",
-    "location_confidence",
-    "location_source",
-    "location_altitude",
-    "device_number",
-    "device_imei",
-    "device_imsi",
-    "cell_network_mcc",
-    "cell_network_mnc",
-)
 _TIME_FIELDS = ("time", "location_time")
 _DATE_TIME = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?(?:Z|[+-][0-9]{2}:?[0-9]{2})?"
@@ -152,7 +137,7 @@ def _entry(entry: Any, number: str, zone: ZoneInfo, now: float) -> AmlMessage | 
             return None
         if status.strip().lower() != "ok":
             raise AmlError(f"status {status[:40]!r}")
-    fields = {key: text for key in _FIELDS if (text := _text(key, entry.get(key))) is not None}
+    fields = {key: text for key in HTTPS_FIELDS if (text := _text(key, entry.get(key))) is not None}
     for key in _TIME_FIELDS:
         if key in fields and _DATE_TIME.fullmatch(fields[key]):
             fields[key] = _unix_ms(fields[key], zone)

@@ -112,13 +112,19 @@ def report(capsys: pytest.CaptureFixture[str], title: str, results: dict[str, tu
               f"answer time p50 {p50:.1f} s, p95 {p95:.1f} s, max {max(waits):.1f} s")  # fmt: skip
 
 
-async def test_burst_into_jena_every_call_answered_some_in_gera_none_moved_twice(
-    verbund: lab.Verbund, start_service, start_desks, capsys
-) -> None:
+async def burst_lab(start_service: Any, start_desks: Any) -> tuple[Service, Service, lab.Desks, lab.Desks]:
+    """Both services; the issue's burst desks: 2 at Jena, 3 at Gera."""
     jena = await start_service("jena")
     gera = await start_service("gera")
     jena_desks = await start_desks("jena", ["jena-d1", "jena-d2"])
     gera_desks = await start_desks("gera", ["gera-d1", "gera-d2", "gera-d3"])
+    return jena, gera, jena_desks, gera_desks
+
+
+async def test_burst_into_jena_every_call_answered_some_in_gera_none_moved_twice(
+    verbund: lab.Verbund, start_service, start_desks, capsys
+) -> None:
+    jena, gera, jena_desks, gera_desks = await burst_lab(start_service, start_desks)
     before = {m["call_id"] for m in await moves_of(jena)}
     results = await burst(verbund, "jena", "+493641555", count=20, every_s=0.5, talk_ms=1500)
 
@@ -142,10 +148,7 @@ async def test_burst_into_jena_every_call_answered_some_in_gera_none_moved_twice
 async def test_burst_with_the_services_stopped_midway_every_call_is_still_answered(
     verbund: lab.Verbund, start_service, start_desks, capsys
 ) -> None:
-    jena = await start_service("jena")
-    gera = await start_service("gera")
-    jena_desks = await start_desks("jena", ["jena-d1", "jena-d2"])
-    gera_desks = await start_desks("gera", ["gera-d1", "gera-d2", "gera-d3"])
+    jena, gera, jena_desks, gera_desks = await burst_lab(start_service, start_desks)
     running = asyncio.create_task(burst(verbund, "jena", "+493641666", count=20, every_s=0.5, talk_ms=1500))
     await asyncio.to_thread(jena_desks.wait_for, lambda e: e.get("event") == "answered", 20)
     jena.stop()  # both services gone: Asterisk's own dialplan carries on
