@@ -333,6 +333,15 @@ def _wait_idle(site: AsteriskSite) -> None:
             return
         time.sleep(0.5)
     print(f"  (Asterisk still busy before the next run: {count.splitlines()[0] if count else '?'})")
+    # what the channels are doing (concise: channel!context!exten!prio!state!app!data!...)
+    apps: dict[str, int] = {}
+    for line in site.cli("core show channels concise").splitlines():
+        fields = line.split("!")
+        if len(fields) > 5:
+            key = f"{fields[0].split('-')[0]} {fields[1]} {fields[4]} {fields[5]}"
+            apps[key] = apps.get(key, 0) + 1
+    for key, n in sorted(apps.items(), key=lambda item: -item[1])[:6]:
+        print(f"    {n:>4} x {key}")
 
 
 def _run_rates(verbund: lab.Verbund, rates: list[int], seconds: int, work: Path, best: dict[str, int]) -> None:
@@ -452,14 +461,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rates", default="20,40,60,80,100")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--skip-lab", action="store_true", help="only the in-process benchmarks (decision, AML pull)")
-    parser.add_argument("--only", choices=["overflow"], help="run just this benchmark")
+    parser.add_argument("--only", choices=["overflow", "cps"], help="run just this benchmark")
     args = parser.parse_args(argv)
     if args.only == "overflow":
         bench_overflow()
         return 0
 
-    bench_decision(args.decisions)
-    asyncio.run(bench_pull(args.pull_requests, 10))
+    if args.only is None:
+        bench_decision(args.decisions)
+        asyncio.run(bench_pull(args.pull_requests, 10))
     if args.skip_lab:
         return 0
     verbund = lab.start_verbund(f"bench-{os.getpid()}", log=print, bench=True)
@@ -476,6 +486,9 @@ def main(argv: list[str] | None = None) -> int:
                 return bool(json.loads(response.read())["partner"]["reporting"])
 
         wait_until(partner_seen, 10, "jena sees gera")
+        if args.only == "cps":
+            bench_cps(verbund, [int(rate) for rate in args.rates.split(",")], args.seconds)
+            return 0
         port = verbund.ports["jena"].fastagi
         asyncio.run(bench_fastagi(port, 50, args.agi_calls, rate=100.0))
         print(f"  server side (the service's own histogram): {server_side(verbund)}")
@@ -488,7 +501,8 @@ def main(argv: list[str] | None = None) -> int:
             process.terminate()
             process.wait(timeout=15)
         verbund.stop()
-    bench_overflow()
+    if args.only is None:
+        bench_overflow()
     return 0
 
 

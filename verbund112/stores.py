@@ -157,17 +157,28 @@ def answered_key(call_id: str) -> str:
     return f"v112:answered:{call_id}"
 
 
+# A number that calls again and again (a pocket dial, a stuck PBX) must not make every card
+# heavier: each number keeps its newest calls only, and a card shows the newest few.
+CALLS_PER_NUMBER_KEPT = 100
+REPEAT_CALLS_SHOWN = 10
+
+
 async def index_call(redis: aioredis.Redis, e164: str, call_id: str, at: float, within: float) -> None:
     key = calls_by_number_key(e164)
     async with redis.pipeline(transaction=True) as pipe:
         pipe.zadd(key, {call_id: at})
         pipe.zremrangebyscore(key, 0, at - PERSONAL_DATA_TTL_S)
+        pipe.zremrangebyrank(key, 0, -CALLS_PER_NUMBER_KEPT - 1)
         pipe.expire(key, PERSONAL_DATA_TTL_S)
         await _guarded(pipe.execute(), within)
 
 
-async def earlier_calls(redis: aioredis.Redis, e164: str, since: float, within: float) -> list[dict[str, Any]]:
-    raw = await _guarded(redis.zrangebyscore(calls_by_number_key(e164), since, "+inf", withscores=True), within)
+async def earlier_calls(
+    redis: aioredis.Redis, e164: str, since: float, within: float, most: int = REPEAT_CALLS_SHOWN + 1
+) -> list[dict[str, Any]]:
+    """The newest calls of a number since a time, newest first (at most ``most``: the call itself included)."""
+    key = calls_by_number_key(e164)
+    raw = await _guarded(redis.zrevrangebyscore(key, "+inf", since, start=0, num=most, withscores=True), within)
     return [{"call_id": member.decode(), "at": score} for member, score in raw]
 
 

@@ -161,3 +161,39 @@ async def test_screen_pops_need_the_dispatchers_own_token(verbund: lab.Verbund, 
         assert (await next_message(socket, "error"))["error"]
         await socket.send_json({"type": "state"})
         assert (await next_message(socket, "state"))["card"] is None
+
+
+async def test_a_repeat_caller_card_lists_the_earlier_call(verbund: lab.Verbund, start_service, start_desks) -> None:
+    await start_service("jena")
+    await start_desks("jena", ["jena-d1"])
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as client:
+        screen = await client.ws_connect(socket_url(verbund, "jena", "jena-d1"))
+        await next_message(screen, "hello")
+        first = asyncio.create_task(place_call(verbund, "jena", "+4915112349777", talk_ms=1000))
+        first_card = await next_message(screen, "card")
+        assert first_card["repeat_calls"] == []
+        assert await first == 0
+        second = asyncio.create_task(place_call(verbund, "jena", "+4915112349777", talk_ms=1000))
+        second_card = await next_message(screen, "card")
+        assert [c["call_id"] for c in second_card["repeat_calls"]] == [first_card["call_id"]]
+        assert second_card["repeat_calls"][0]["minutes_ago"] == 0
+        assert await second == 0
+
+
+async def test_a_number_calling_again_and_again_keeps_its_index_and_cards_small(verbund: lab.Verbund) -> None:
+    import redis.asyncio as aioredis
+
+    from verbund112 import stores
+
+    client = aioredis.Redis.from_url(verbund.redis.url)
+    number, now = "+4915112349888", time.time()
+    try:
+        for i in range(150):
+            await stores.index_call(client, number, f"jena-{i}", now - 150 + i, 1.0)
+        assert await client.zcard(stores.calls_by_number_key(number)) == stores.CALLS_PER_NUMBER_KEPT
+        earlier = await stores.earlier_calls(client, number, now - 3600, 1.0)
+        assert [c["call_id"] for c in earlier] == [f"jena-{i}" for i in range(149, 149 - 11, -1)]
+        assert await stores.earlier_calls(client, number, now - 1.5, 1.0) == [{"call_id": "jena-149", "at": now - 1}]
+    finally:
+        await client.delete(stores.calls_by_number_key(number))
+        await client.aclose()
