@@ -13,6 +13,7 @@ import random
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,19 +41,32 @@ def free_udp_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# RTP ranges handed out by this process: a range is free when checked but bound only later
+# (Asterisk binds its range call by call), so a second caller could be given an overlapping one.
+_RTP_RANGES: list[tuple[int, int]] = []
+_RTP_LOCK = threading.Lock()
+
+
 def free_rtp_base(width: int) -> int:
-    """An even port with `width` free UDP ports above it (RTP needs even ports)."""
-    for _ in range(50):
-        base = random.randrange(20000, 60000 - width, 2)
-        if all(_udp_free(port) for port in (base, base + width // 2, base + width - 1)):
-            return base
+    """An even port with `width` free UDP ports above it (RTP needs even ports), not overlapping
+    any range this process handed out before."""
+    with _RTP_LOCK:
+        for _ in range(200):
+            # below the kernel's ephemeral ports (32768 and up), which sockets get for port 0
+            base = random.randrange(10000, 32000 - width, 2)
+            if any(base < end and start < base + width for start, end in _RTP_RANGES):
+                continue
+            if all(_udp_free(port) for port in range(base, base + width)):
+                _RTP_RANGES.append((base, base + width))
+                return base
     raise LabError("no free RTP port range")
 
 
-def _udp_free(port: int) -> bool:
+def _udp_free(port: int, address: str = "") -> bool:
+    """Free on every address (the wildcard bind fails if any address holds the port)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         try:
-            sock.bind((LOOPBACK, port))
+            sock.bind((address, port))
         except OSError:
             return False
         return True
