@@ -419,13 +419,10 @@ class Service:
     # -- Redis ----------------------------------------------------------------
 
     def _note_partner(self, raw: bytes | None) -> None:
-        alive = False
-        if raw is not None:
-            with contextlib.suppress(ValueError, TypeError, KeyError):
-                beat = json.loads(raw)
-                alive = (
-                    bool(beat["ami_connected"]) and time.time() - float(beat["at"]) < self.settings.redis.heartbeat_ttl
-                )
+        """The partner's heartbeat (None: missing, expired or Redis down), parsed once by the overflow."""
+        self.overflow.note_partner(raw, self.settings.redis.heartbeat_ttl)
+        partner = self.overflow.partner  # None when stale or malformed
+        alive = partner is not None and partner.ami_connected
         if alive != self.partner_alive:
             log.info("partner %s is %s", self.settings.partner, "reporting" if alive else "NOT reporting")
         self.partner_alive = alive
@@ -450,7 +447,6 @@ class Service:
                     pipe.get(partner_key)
                     _, partner = await pipe.execute()
                 self._note_partner(partner)
-                self.overflow.note_partner(partner, self.settings.redis.heartbeat_ttl)
                 if not self.redis_ok:
                     log.info("Redis reachable")
                 self.redis_ok = True
@@ -461,7 +457,6 @@ class Service:
                     log.warning("Redis unreachable: %s (calls are not affected)", exc or type(exc).__name__)
                 self.redis_ok = False
                 self._note_partner(None)  # without Redis the partner is unknown, never "idle"
-                self.overflow.note_partner(None, self.settings.redis.heartbeat_ttl)
             await asyncio.sleep(self.settings.redis.heartbeat_interval)
 
 
