@@ -21,7 +21,7 @@ async def service() -> AsyncIterator[Service]:
         yield started
 
 
-@pytest.mark.parametrize("path", ["/api/v1/status", "/metrics", "/nowhere"])
+@pytest.mark.parametrize("path", ["/api/v1/status", "/metrics", "/nowhere", "/api/v1/supervisor", "/supervisor"])
 @pytest.mark.parametrize(
     "headers",
     [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic dDpk"}, {"Authorization": "Bearer "}],
@@ -69,3 +69,16 @@ async def test_aml_is_refused_with_503_while_redis_is_down_so_the_sender_retries
             assert r.status == 503
             assert "retry" in (await r.json())["error"]
         assert aml_service.redis_ok is False
+
+
+async def test_the_supervisor_view_with_redis_down_shows_the_partner_unknown_and_says_why(service: Service) -> None:
+    headers = {"Authorization": "Bearer t-read-0123456789"}
+    url = f"http://127.0.0.1:{service.web_port}/api/v1/supervisor"
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as client, client.get(url, headers=headers) as response:
+        assert response.status == 200
+        view = await response.json()
+    assert view["seen_from"] == "jena"
+    assert view["sites"]["gera"] == {"state": "unknown", "problem": "not reporting"}
+    assert view["sites"]["jena"]["state"] == "no-asterisk"  # nothing listens on its AMI port
+    assert view["overflow"]["problem"].startswith("Redis: ")
+    assert view["overflow"]["last_hour"] == {}
