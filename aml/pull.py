@@ -31,17 +31,19 @@ import json
 import re
 import ssl
 import time
+import zoneinfo
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Self
+from pathlib import Path
+from typing import Any, Literal, Self
 from zoneinfo import ZoneInfo
 
 import aiohttp
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from aml.parse import HTTPS_FIELDS, AmlError, AmlMessage, parse_https
 from routing.numbers import national_form
-from verbund112.settings import AmlPullSettings
 
 MAX_BODY_BYTES = 256 * 1024
 MAX_ENTRIES = 100
@@ -55,6 +57,63 @@ _TIME_FIELDS = ("time", "location_time")
 _DATE_TIME = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?(?:Z|[+-][0-9]{2}:?[0-9]{2})?"
 )
+
+
+class AmlPullSettings(BaseModel):
+    """Fetching AML from the central server by calling number (HTTPS, client certificate, basic auth).
+
+    While a 112 call that entered here is live and the AML store has no fix of
+    this call for its number, the service asks the server with back-off (see
+    verbund112/features/aml_polls.py). Secrets (password, key password) from the environment.
+    Settings section `aml_pull`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = False
+    # the lookup URL; the number goes into the query parameter `number`
+    url: str = ""
+    number_format: Literal["e164", "international", "national"] = "e164"
+    client_cert: Path | None = None  # PEM: the certificate (and the key, unless client_key is set)
+    client_key: Path | None = None
+    client_key_password: SecretStr = SecretStr("")
+    ca_file: Path | None = None  # PEM CAs that may sign the server's certificate; none: the system's
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    request_timeout: float = Field(default=3.0, gt=0, le=30, description="one request, seconds")
+    backoff_first: float = Field(default=2.0, gt=0, description="wait after the first answer without a fix")
+    backoff_factor: float = Field(default=1.5, ge=1.0, le=10.0)
+    backoff_max: float = Field(default=10.0, gt=0, description="back-off cap, seconds")
+    max_duration: float = Field(default=180.0, gt=0, le=3600, description="a call's polling ends after this")
+    max_polls: int = Field(default=100, ge=1, le=10000, description="calls polled at once; more are not polled")
+    # zone of the server's location_time when it is written as a date and time without offset
+    time_zone: str = "Europe/Berlin"
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _complete_when_enabled(self) -> AmlPullSettings:
+        if not self.enabled:
+            return self
+        missing = [name for name in ("url", "client_cert", "username") if not getattr(self, name)]
+        if not self.password.get_secret_value():
+            missing.append("password")
+        if missing:
+            raise ValueError(f"AML pull enabled, but {', '.join(missing)} not set")
+        if ":" in self.username:
+            raise ValueError("username may not contain ':' (HTTP basic auth)")
+        if not self.url.startswith("https://"):
+            raise ValueError("url must be https://")
+        if self.backoff_max < self.backoff_first:
+            raise ValueError("backoff_max is below backoff_first")
+        return self
 
 
 class PullError(Exception):

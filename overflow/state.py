@@ -17,12 +17,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from telephony import events
+from telephony.dialplan import INTERSITE_CHANNEL_PREFIX
 
 # A call handed over by the partner is remembered this long, so that the
 # partner can confirm its move from our snapshot.
 ARRIVAL_MEMORY_S = 60.0
-# The inter-site trunk's channels: a caller on one came from the partner.
-INTERSITE_CHANNEL_PREFIX = "PJSIP/intersite-"
 
 
 class SnapshotError(ValueError):

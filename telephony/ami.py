@@ -30,11 +30,29 @@ from typing import Any
 from panoramisk import actions as pm_actions
 from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from telephony import events
-from verbund112.settings import AmiSettings
+from telephony import dialplan, events
 
 log = logging.getLogger(__name__)
+
+
+class AmiSettings(BaseModel):
+    """The Asterisk Manager Interface of this site's Asterisk (settings section `ami`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=5038, ge=1, le=65535)
+    username: str = "verbund112"
+    secret: SecretStr = SecretStr("")
+    connect_timeout: float = Field(default=3.0, gt=0, description="TCP connect and login, seconds")
+    action_timeout: float = Field(default=3.0, gt=0, description="answer to one AMI action, seconds")
+    ping_interval: float = Field(default=2.0, gt=0, description="watchdog: a Ping this often, seconds")
+    ping_timeout: float = Field(default=2.0, gt=0, description="watchdog: no Pong within this: reconnect")
+    reconnect_min: float = Field(default=0.2, gt=0, description="first reconnect delay, seconds")
+    reconnect_max: float = Field(default=5.0, gt=0, description="reconnect back-off cap, seconds")
+
 
 EventHandler = Callable[[events.SiteEvent], None]
 ConnectedHook = Callable[["AmiClient"], Awaitable[None]]
@@ -106,6 +124,10 @@ class AmiClient:
 
     # -- public ---------------------------------------------------------------
 
+    @property
+    def is_connected(self) -> bool:
+        return self.connected.is_set()
+
     async def run(self) -> None:
         """Keep a logged-in connection until cancelled."""
         delay = self.settings.reconnect_min
@@ -167,8 +189,8 @@ class AmiClient:
 
     async def _with_call_variables(self, waiting: events.CallerWaiting) -> events.CallerWaiting:
         try:
-            call_id = await self.channel_variable(waiting.channel, "V112_CALL_ID")
-            moved = await self.channel_variable(waiting.channel, "V112_MOVED")
+            call_id = await self.channel_variable(waiting.channel, dialplan.CALL_ID)
+            moved = await self.channel_variable(waiting.channel, dialplan.MOVED)
         except AmiError as exc:
             log.warning("variables of waiting caller %s not read (%s): not moved", waiting.channel, exc)
             return dataclasses.replace(waiting, moved=True)

@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from telephony import dialplan
+
 RawMessage = Mapping[str, Any]
 
 
@@ -172,14 +174,14 @@ def _call_fields(message: RawMessage, site: str) -> dict[str, str]:
     return {
         "site": site,
         # A channel without our variable (not a 112 call) still gets an id.
-        "call_id": variables.get("V112_CALL_ID") or uniqueid,
+        "call_id": variables.get(dialplan.CALL_ID) or uniqueid,
         "uniqueid": uniqueid,
         "linkedid": _text(message, "Linkedid") or uniqueid,
     }
 
 
 def _caller(message: RawMessage) -> str:
-    return channel_variables(message).get("V112_CALLER") or _text(message, "CallerIDNum")
+    return channel_variables(message).get(dialplan.CALLER) or _text(message, "CallerIDNum")
 
 
 def _queue_caller_join(m: RawMessage, site: str) -> CallerJoinedQueue:
@@ -189,9 +191,9 @@ def _queue_caller_join(m: RawMessage, site: str) -> CallerJoinedQueue:
         queue=_text(m, "Queue"),
         position=_int(m, "Position"),
         caller_number=_caller(m),
-        from_site=variables.get("V112_FROM_SITE", ""),
+        from_site=variables.get(dialplan.FROM_SITE, ""),
         channel=_text(m, "Channel"),
-        moved=variables.get("V112_MOVED", "") == "1",
+        moved=variables.get(dialplan.MOVED, "") == "1",
         at=_float(m, "Timestamp"),
     )
 
@@ -238,7 +240,7 @@ def _agent_connect(m: RawMessage, site: str) -> DispatcherAnswered:
         hold_time=_int(m, "HoldTime"),
         ring_time=_int(m, "RingTime"),
         caller_number=_caller(m),
-        from_site=channel_variables(m).get("V112_FROM_SITE", ""),
+        from_site=channel_variables(m).get(dialplan.FROM_SITE, ""),
         answered_at=_float(m, "Timestamp"),
     )
 

@@ -22,10 +22,27 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
+from pydantic import BaseModel, ConfigDict, Field
+
 log = logging.getLogger(__name__)
 
 _RESULT = re.compile(r"^(?P<code>\d{3})[ -](?:result=(?P<result>-?\d+)(?: \((?P<data>.*)\))?)?(?P<rest>.*)$")
 _VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+class FastAgiSettings(BaseModel):
+    """The FastAGI server Asterisk asks where a 112 call goes (settings section `fastagi`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=4573, ge=0, le=65535)
+    deadline: float = Field(
+        default=0.5,
+        gt=0,
+        description="whole exchange per request, seconds; keep well under the dialplan's agi_deadline_s",
+    )
+    max_header_bytes: int = Field(default=16384, gt=0)
 
 
 class AgiProtocolError(Exception):

@@ -14,8 +14,9 @@ from typing import Any, TypeVar
 
 import pytest
 
+from verbund112.features.hub import ServiceEvent
 from verbund112.lab import lab
-from verbund112.service import Service, ServiceEvent, running
+from verbund112.service import Service, running
 from verbund112.settings import Settings
 
 E = TypeVar("E")

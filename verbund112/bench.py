@@ -63,9 +63,8 @@ async def bench_pull(total: int, concurrency: int) -> None:
     # the stand-in server and its run-time certificates live with the tests (dev dependency cryptography)
     from pydantic import SecretStr
 
-    from aml.pull import AmlPullClient
+    from aml.pull import AmlPullClient, AmlPullSettings
     from tests.aml_server import PASSWORD, USERNAME, fix, make_pki, serve
-    from verbund112.settings import AmlPullSettings
 
     number = "+4915112345678"
     with tempfile.TemporaryDirectory() as directory:

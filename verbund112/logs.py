@@ -8,10 +8,19 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Literal
 
 import structlog
+from pydantic import BaseModel, ConfigDict
 
-from verbund112.settings import LogSettings
+
+class LogSettings(BaseModel):
+    """Settings section `log`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "console"] = "json"
 
 
 def configure(settings: LogSettings) -> None:

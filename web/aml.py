@@ -15,11 +15,13 @@ import time
 from urllib.parse import parse_qsl
 
 from aiohttp import web
+from pydantic import ValidationError
 
 from aml.parse import AmlError, AmlMessage, parse_https, parse_sms
 from routing.decision import AmlFix
-from verbund112 import stores
-from web.app import SERVICE
+from verbund112.store import StoreError
+from verbund112.store.records import AmlFixRecord
+from web.ports import PORTS
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +31,7 @@ def _error(status: int, message: str) -> web.Response:
 
 
 async def _body(request: web.Request) -> bytes | web.Response:
-    limit = request.app[SERVICE].settings.aml.max_body_bytes
+    limit = request.app[PORTS].aml.max_body_bytes
     if (request.content_length or 0) > limit:
         return _error(413, f"AML message larger than {limit} bytes")
     body = await request.read()
@@ -82,34 +84,36 @@ async def sms_delivery(request: web.Request) -> web.Response:
 
 
 def _refuse(request: web.Request, kind: str, exc: AmlError) -> web.Response:
-    request.app[SERVICE].metrics.aml_messages.labels(kind, "refused").inc()
+    request.app[PORTS].aml_messages.labels(kind, "refused").inc()
     log.warning("AML %s message refused: %s", kind, exc)
     return _error(400, str(exc))
 
 
 async def _accept(request: web.Request, message: AmlMessage) -> web.Response:
-    service = request.app[SERVICE]
+    ports = request.app[PORTS]
+    counted = ports.aml_messages
     kind = message.format
     if message.number is None:
-        service.metrics.aml_messages.labels(kind, "refused").inc()
+        counted.labels(kind, "refused").inc()
         log.warning("AML %s message refused: no caller number", kind)
         return _error(400, "no caller number in the message or from the gateway")
     if message.position is None:
-        service.metrics.aml_messages.labels(kind, "no-fix").inc()
+        counted.labels(kind, "no-fix").inc()
         log.info("AML %s message without a fix for a caller", kind)
         return web.json_response({"stored": False, "reason": "the handset had no fix"}, status=202)
     fix = AmlFix(message.position, message.fix_time or time.time())
-    details = {"confidence": message.confidence, "format": message.format, "altitude_m": message.altitude_m}
     try:
-        await stores.add_aml_fix(
-            service.redis, message.number, fix, within=service.settings.redis.timeout,
-            ttl_s=service.settings.aml.retention_s, details=details,
-        )  # fmt: skip
-    except stores.StoreError as exc:
-        service.metrics.aml_messages.labels(kind, "unavailable").inc()
+        record = AmlFixRecord.of(fix, time.time(), confidence=message.confidence, format=message.format,
+                                 altitude_m=message.altitude_m)  # fmt: skip
+    except ValidationError as exc:  # aml.parse checks the same ranges; this is the last line
+        return _refuse(request, kind, AmlError(f"values out of range ({exc.error_count()} problems)"))
+    try:
+        await ports.aml_sink.add_aml_fix(message.number, record, ports.aml.retention_s)
+    except StoreError as exc:
+        counted.labels(kind, "unavailable").inc()
         log.error("AML %s message not stored (Redis: %s); the sender is told to retry", kind, exc)
         return _error(503, "AML store unavailable, retry")
-    service.metrics.aml_messages.labels(kind, "stored").inc()
+    counted.labels(kind, "stored").inc()
     log.info("AML %s fix stored for a caller", kind)
     log.debug("AML fix %s %.5f %.5f r=%.0f", message.number, fix.position.lat, fix.position.lon, fix.position.radius_m)
     return web.json_response({"stored": True}, status=202)

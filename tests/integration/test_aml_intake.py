@@ -16,9 +16,9 @@ import redis.asyncio as aioredis
 from routing.decision import Route
 from telephony.events import DispatcherAnswered
 from tests.conftest import next_event, place_call
-from verbund112 import stores
+from verbund112.features.hub import CallRouted
 from verbund112.lab import lab
-from verbund112.service import CallRouted
+from verbund112.store import keys
 
 pytestmark = pytest.mark.lab
 
@@ -51,16 +51,20 @@ async def redis_client(verbund: lab.Verbund):
     await client.aclose()
 
 
+async def stored_trail(client: aioredis.Redis, number: str) -> list[dict]:
+    return [json.loads(item) for item in await client.lrange(keys.aml(number), 0, -1)]
+
+
 async def test_https_aml_is_stored_under_the_e164_number(verbund: lab.Verbund, start_service, redis_client) -> None:
     await start_service("jena")
     aml = {"Authorization": f"Bearer {verbund.aml_token}"}
     status, body = await post(verbund, "/aml/v1/https", aml, data=https_form("+4915112340001"))
     assert (status, body) == (202, {"stored": True})
-    trail = await stores.aml_trail(redis_client, "+4915112340001", 1.0)
+    trail = await stored_trail(redis_client, "+4915112340001")
     assert trail[0]["lat"] == pytest.approx(50.6547)
     assert trail[0]["radius_m"] == 18
     assert trail[0]["confidence"] == pytest.approx(0.68)
-    assert 0 < await redis_client.ttl(stores.aml_key("+4915112340001")) <= 3600
+    assert 0 < await redis_client.ttl(keys.aml("+4915112340001")) <= 3600
 
 
 async def test_sms_aml_from_a_gateway_is_stored(verbund: lab.Verbund, start_service, redis_client) -> None:
@@ -69,7 +73,7 @@ async def test_sms_aml_from_a_gateway_is_stored(verbund: lab.Verbund, start_serv
     text = SMS_V1.format(top="20260101120000")
     status, _ = await post(verbund, "/aml/v1/sms", aml, data={"from": "015112340002", "text": text})
     assert status == 202
-    trail = await stores.aml_trail(redis_client, "+4915112340002", 1.0)
+    trail = await stored_trail(redis_client, "+4915112340002")
     assert trail[0]["method"] == "GNSS"
 
 
@@ -118,7 +122,7 @@ async def test_aml_intake_is_authenticated(verbund: lab.Verbund, start_service) 
 async def test_expired_aml_is_gone_after_its_ttl(verbund: lab.Verbund, start_service, redis_client) -> None:
     await start_service("jena", aml={"retention_s": 1})
     await redis_client.config_set("notify-keyspace-events", "Ex")
-    key = stores.aml_key("+4915112340006")
+    key = keys.aml("+4915112340006")
     async with redis_client.pubsub() as pubsub:
         await pubsub.subscribe("__keyevent@0__:expired")
         aml = {"Authorization": f"Bearer {verbund.aml_token}"}
@@ -135,7 +139,7 @@ async def test_a_call_is_routed_by_the_aml_fix_on_file(verbund: lab.Verbund, sta
     jena = await start_service("jena")
     gera = await start_service("gera")
     async with asyncio.timeout(10):
-        await jena.partner_reporting.wait()
+        await jena.partner.reporting.wait()
     await start_desks("jena", ["jena-d1"])
     await start_desks("gera", ["gera-d1"])
     aml = {"Authorization": f"Bearer {verbund.aml_token}"}

@@ -17,9 +17,8 @@ from telephony.events import ChannelHungUp
 from tests.aml_server import NO_DATA, PASSWORD, USERNAME, Pki, fix, make_pki, serve
 from tests.conftest import next_event, place_call
 from tests.integration.test_screen_pops import TIMEOUT, next_message, socket_url
-from verbund112 import stores
+from verbund112.features.hub import CallRouted
 from verbund112.lab import lab
-from verbund112.service import CallRouted
 
 pytestmark = pytest.mark.lab
 
@@ -50,8 +49,8 @@ async def test_a_call_without_aml_gets_the_servers_fix_on_the_dispatchers_screen
 
     async with serve(pki, answer) as server:
         service = await start_service("jena", aml_pull=pull_settings(pki, server.url))
-        await service.aml_pull_settled.wait()
-        assert service.aml_polls.running
+        await service.aml_pull.settled.wait()
+        assert service.aml_pull.polls.running
         await start_desks("jena", ["jena-d1"])
         async with aiohttp.ClientSession(timeout=TIMEOUT) as client:
             screen = await client.ws_connect(socket_url(verbund, "jena", "jena-d1"))
@@ -70,8 +69,8 @@ async def test_a_call_without_aml_gets_the_servers_fix_on_the_dispatchers_screen
                 assert update["location"]["lat"] == pytest.approx(50.9301)
                 assert update["location"]["radius_m"] == 9
                 assert (update["location"]["district"], update["location"]["centre"]) == ("Jena", "jena")
-                assert await service.aml_polls.finished(routed.uniqueid) == "fix"
-                trail = await stores.aml_trail(service.redis, number, 1.0)
+                assert await service.aml_pull.polls.finished(routed.uniqueid) == "fix"
+                trail = [fix.as_dict() for fix in await service.store.aml_trail(number)]
                 assert trail[0]["format"] == "pull"
                 assert await call == 0
 
@@ -81,16 +80,16 @@ async def test_polling_ends_when_the_caller_hangs_up(verbund: lab.Verbund, start
     pki = make_pki(tmp_path)
     async with serve(pki) as server:  # never a fix
         service = await start_service("jena", aml_pull=pull_settings(pki, server.url))
-        await service.aml_pull_settled.wait()
-        assert service.aml_polls.running
+        await service.aml_pull.settled.wait()
+        assert service.aml_pull.polls.running
         with service.hub.subscribe() as events:
             call = asyncio.create_task(place_call(verbund, "jena", number, hang_up_after_ms=3000))
             routed = await next_event(events, CallRouted, routed_for(number))
             async with asyncio.timeout(20):
                 await server.asked(number, times=2)
             await next_event(events, ChannelHungUp, lambda event: event.uniqueid == routed.uniqueid)
-            assert await service.aml_polls.finished(routed.uniqueid) == "call-ended"
-            assert service.aml_polls.polls == {}
+            assert await service.aml_pull.polls.finished(routed.uniqueid) == "call-ended"
+            assert service.aml_pull.polls.polls == {}
             asked = server.requests.count(number)
             assert await call == 0
             # the poll task is gone: nothing can ask any more; the count is the same after the call's end

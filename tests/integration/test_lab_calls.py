@@ -10,8 +10,8 @@ import pytest
 from routing.decision import Route
 from telephony.events import CallerJoinedQueue, DispatcherAnswered
 from tests.conftest import next_event, place_call
+from verbund112.features.hub import CallRouted
 from verbund112.lab import lab
-from verbund112.service import CallRouted
 
 pytestmark = pytest.mark.lab
 
@@ -146,5 +146,5 @@ async def test_calls_are_routed_while_redis_is_down(verbund: lab.Verbund, start_
         assert await place_call(verbund, "jena", JENA_CALLER, talk_ms=300) == 0
         routed = await next_event(events, CallRouted)
         await next_event(events, DispatcherAnswered, lambda e: e.call_id == routed.call_id)
-    assert service.redis_ok is False
+    assert service.store.reachable is False
     assert service.fastagi.stats.answered >= 1

@@ -15,15 +15,15 @@ from telephony import events
 from telephony.ami import AmiError
 from tests.conftest import next_event, place_call
 from tests.integration.test_screen_pops import TIMEOUT, next_message, socket_url
-from verbund112 import stores
+from verbund112.features.hub import CallRouted
 from verbund112.lab import lab
-from verbund112.service import CallRouted, Service
+from verbund112.service import Service
 
 pytestmark = pytest.mark.lab
 
 
 async def moves_of(service: Service) -> list[dict[str, Any]]:
-    return await stores.recent_moves(service.redis, 0, 2.0)
+    return [move.as_dict() for move in await service.store.recent_moves(0)]
 
 
 async def wait_for_move(service: Service, call_id: str, within: float = 20) -> dict[str, Any]:
@@ -167,13 +167,13 @@ async def test_gera_down_nothing_moves_there_and_jena_answers_and_pops_gera_area
     jena = await start_service("jena")
     gera = await start_service("gera")
     jena_desks = await start_desks("jena", ["jena-d1", "jena-d2"])
-    await asyncio.wait_for(jena.partner_reporting.wait(), 10)
+    await asyncio.wait_for(jena.partner.reporting.wait(), 10)
     gera_asterisk = verbund.site("gera")
     before = {m["call_id"] for m in await moves_of(jena)}
     stopped_at = time.time()
     gera_asterisk.stop()
     try:
-        await asyncio.wait_for(jena.partner_gone.wait(), 10)
+        await asyncio.wait_for(jena.partner.gone.wait(), 10)
         with capsys.disabled():
             print(f"\nGera's Asterisk stopped: Jena saw its partner gone after {time.time() - stopped_at:.2f} s")
         assert jena.overflow.partner is None or not jena.overflow.partner.ami_connected
@@ -228,7 +228,7 @@ async def test_an_admin_switching_the_direction_off_stops_the_moves(
     await start_desks("jena", ["jena-d1"])
     await start_desks("gera", ["gera-d1"])
     text = verbund.rules_file.read_text().replace("jena: {enabled: true,", "jena: {enabled: false,")
-    change = await jena.reload_rules("test-admin", text)
+    change = await jena.rules.change("test-admin", text)
     assert change.applied
     try:
         with jena.hub.subscribe() as seen:
@@ -242,7 +242,7 @@ async def test_an_admin_switching_the_direction_off_stops_the_moves(
         assert [m for m in await moves_of(jena) if m["call_id"] == joined.call_id] == []
         assert await first == 0 and await second == 0
     finally:
-        await jena.reload_rules("test-admin")  # the file on disk: overflow on again
+        await jena.rules.change("test-admin")  # the file on disk: overflow on again
 
 
 async def test_a_moved_caller_enters_the_partners_queue_ahead_of_callers_who_came_later(
@@ -253,7 +253,7 @@ async def test_a_moved_caller_enters_the_partners_queue_ahead_of_callers_who_cam
     jena = await start_service("jena")
     gera = await start_service("gera")
     for service in (jena, gera):
-        assert (await service.reload_rules("test-admin", text)).applied
+        assert (await service.rules.change("test-admin", text)).applied
     await start_desks("jena", ["jena-d1"])
     await start_desks("gera", ["gera-d1"])
     try:
@@ -277,7 +277,7 @@ async def test_a_moved_caller_enters_the_partners_queue_ahead_of_callers_who_cam
             assert await call == 0
     finally:
         for service in (jena, gera):
-            await service.reload_rules("test-admin")
+            await service.rules.change("test-admin")
 
 
 async def test_after_a_service_restart_callers_already_waiting_keep_their_call_id_and_moved_mark(
@@ -287,7 +287,7 @@ async def test_after_a_service_restart_callers_already_waiting_keep_their_call_i
     once (and back) is not moved a second time by a service that (re)connects meanwhile."""
     text = verbund.rules_file.read_text().replace("jena: {enabled: true,", "jena: {enabled: false,")
     first_service = await start_service("jena")
-    assert (await first_service.reload_rules("test-admin", text)).applied
+    assert (await first_service.rules.change("test-admin", text)).applied
     await start_desks("jena", ["jena-d1"])
     with first_service.hub.subscribe() as seen:
         busy = asyncio.create_task(place_call(verbund, "jena", "+4936411113301", talk_ms=8000))

@@ -12,8 +12,9 @@ import pytest
 from routing.decision import Route
 from telephony.events import DispatcherAnswered
 from tests.conftest import next_event, place_call
+from verbund112.features.hub import CallRouted
 from verbund112.lab import lab
-from verbund112.service import CallRouted, Service
+from verbund112.service import Service
 
 pytestmark = pytest.mark.lab
 
@@ -25,8 +26,8 @@ async def both_services(start_service) -> tuple[Service, Service]:
     jena = await start_service("jena")
     gera = await start_service("gera")
     async with asyncio.timeout(10):
-        await jena.partner_reporting.wait()
-        await gera.partner_reporting.wait()
+        await jena.partner.reporting.wait()
+        await gera.partner.reporting.wait()
     return jena, gera
 
 
@@ -130,7 +131,7 @@ async def test_broken_rules_are_refused_and_calls_keep_routing_with_the_old_ones
     try:
         verbund.rules_file.write_text(good.replace('"16052": gera', '"16052": atlantis'))
         with pytest.raises(Exception, match="unknown centre 'atlantis'"):
-            await jena.reload_rules("test")
+            await jena.rules.change("test")
         assert jena.rules.rules.digest == digest
     finally:
         verbund.rules_file.write_text(good)

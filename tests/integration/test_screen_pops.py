@@ -181,19 +181,22 @@ async def test_a_repeat_caller_card_lists_the_earlier_call(verbund: lab.Verbund,
 
 
 async def test_a_number_calling_again_and_again_keeps_its_index_and_cards_small(verbund: lab.Verbund) -> None:
-    import redis.asyncio as aioredis
+    import prometheus_client as prom
 
-    from verbund112 import stores
+    from verbund112.store import RedisSettings, Store, keys
+    from verbund112.store.records import CallRecord
 
-    client = aioredis.Redis.from_url(verbund.redis.url)
+    store = Store(RedisSettings(url=verbund.redis.url, timeout=1.0), prom.CollectorRegistry())
     number, now = "+4915112349888", time.time()
     try:
         for i in range(150):
-            await stores.index_call(client, number, f"jena-{i}", now - 150 + i, 1.0)
-        assert await client.zcard(stores.calls_by_number_key(number)) == stores.CALLS_PER_NUMBER_KEPT
-        earlier = await stores.earlier_calls(client, number, now - 3600, 1.0)
-        assert [c["call_id"] for c in earlier] == [f"jena-{i}" for i in range(149, 149 - 11, -1)]
-        assert await stores.earlier_calls(client, number, now - 1.5, 1.0) == [{"call_id": "jena-149", "at": now - 1}]
+            await store.save_call(CallRecord(call_id=f"jena-{i}", routed_at=now - 150 + i, entry_site="jena",
+                                             caller=number, route="local"))  # fmt: skip
+        assert await store.redis.zcard(keys.calls_by_number(number)) == keys.CALLS_PER_NUMBER_KEPT
+        _, earlier = await store.aml_and_earlier(number, now - 3600, 11)
+        assert [c.call_id for c in earlier] == [f"jena-{i}" for i in range(149, 149 - 11, -1)]
+        _, newest = await store.aml_and_earlier(number, now - 1.5, 11)
+        assert [c.as_dict() for c in newest] == [{"call_id": "jena-149", "at": now - 1}]
     finally:
-        await client.delete(stores.calls_by_number_key(number))
-        await client.aclose()
+        await store.redis.delete(keys.calls_by_number(number), *(keys.call(f"jena-{i}") for i in range(150)))
+        await store.close()

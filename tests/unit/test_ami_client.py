@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from telephony import events
-from telephony.ami import AmiClient, AmiNotConnected, AmiTimeout
-from verbund112.settings import AmiSettings
+from telephony.ami import AmiClient, AmiNotConnected, AmiSettings, AmiTimeout
 
 
 @dataclass

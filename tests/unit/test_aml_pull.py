@@ -18,13 +18,21 @@ from aiohttp import web
 from pydantic import SecretStr, ValidationError
 
 from aml.parse import AmlMessage
-from aml.pull import AmlPullClient, PullAnswer, PullError, PullSetupError, backoff, parse_answer, server_number
+from aml.pull import (
+    AmlPullClient,
+    AmlPullSettings,
+    PullAnswer,
+    PullError,
+    PullSetupError,
+    backoff,
+    parse_answer,
+    server_number,
+)
 from routing.decision import AmlFix
 from routing.location import Position
 from tests.aml_server import NO_DATA, PASSWORD, USERNAME, AmlServer, Pki, fix, make_pki, serve
-from verbund112.aml_polls import AmlPolls, PullMetrics, number_to_poll
-from verbund112.settings import AmlPullSettings
-from verbund112.stores import StoreError
+from verbund112.features.aml_polls import AmlPolls, PullMetrics, number_to_poll
+from verbund112.store import StoreError
 
 NUMBER = "+4915112345678"
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -453,20 +461,21 @@ async def test_the_service_polls_for_a_routed_call_while_redis_is_down_and_stops
     from routing.decision import Decision, Route
     from telephony.events import ChannelHungUp
     from tests.unit.test_fastagi import service_settings
-    from verbund112.service import CallRouted, running
+    from verbund112.features.hub import CallRouted
+    from verbund112.service import running
 
     settings = service_settings(aml_pull=pull_settings(pki, server.url, backoff_first=0.05, backoff_max=0.1))
     async with running(settings) as service:  # its Redis port has nobody listening
         decision = Decision(Route.LOCAL, "jena", "112-jena", None, "test", None, False, NUMBER)
         async with asyncio.timeout(10):
-            await service.aml_pull_settled.wait()
-            assert service.aml_polls.running
-            service.hub.publish(CallRouted("jena", "jena-1.1", "jena-1.1", NUMBER, None, "", decision))
+            await service.aml_pull.settled.wait()
+            assert service.aml_pull.polls.running
+            service.hub.publish(CallRouted("jena", "jena-1.1", "jena-1.1", NUMBER, None, "", decision, None))
             await server.asked(NUMBER, times=3)
         service.hub.publish(ChannelHungUp("jena", "jena-1.1", "jena-1.1", "jena-1.1", "PJSIP/carrier-1", 16))
         async with asyncio.timeout(10):
-            assert await service.aml_polls.finished("jena-1.1") == "call-ended"
-        assert service.redis_ok is False
+            assert await service.aml_pull.polls.finished("jena-1.1") == "call-ended"
+        assert service.store.reachable is False
 
 
 async def test_the_service_runs_without_the_pull_when_the_certificate_is_unreadable(pki: Pki, tmp_path: Path) -> None:
@@ -476,9 +485,9 @@ async def test_the_service_runs_without_the_pull_when_the_certificate_is_unreada
     broken = pull_settings(pki, "https://127.0.0.1:1/get-data", client_cert=tmp_path / "expired-and-gone.pem")
     async with running(service_settings(aml_pull=broken)) as service:
         async with asyncio.timeout(10):
-            await service.aml_pull_settled.wait()
-        assert "TLS set-up" in service.aml_pull_problem
-        assert not service.aml_polls.running
+            await service.aml_pull.settled.wait()
+        assert "TLS set-up" in service.aml_pull.problem
+        assert not service.aml_pull.polls.running
         assert service.fastagi.port  # routing goes on
 
 

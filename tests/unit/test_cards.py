@@ -9,7 +9,7 @@ import pytest
 
 from routing.decision import Places
 from routing.rules import Rules, load_rules
-from verbund112.cards import build_card, location_from_aml, location_from_record
+from verbund112.features.cards import build_card, location_from_aml, location_from_record
 
 RULES_FILE = Path(__file__).resolve().parents[2] / "rules/verbund112.yaml"
 NOW = 1_800_000_000.0

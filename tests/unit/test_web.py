@@ -10,7 +10,7 @@ from pydantic import SecretStr
 
 from tests.unit.test_fastagi import service_settings
 from verbund112.service import Service, running
-from verbund112.settings import TokenGrant
+from web.settings import TokenGrant
 
 TIMEOUT = aiohttp.ClientTimeout(total=5)
 
@@ -68,7 +68,7 @@ async def test_aml_is_refused_with_503_while_redis_is_down_so_the_sender_retries
         async with aiohttp.ClientSession(timeout=TIMEOUT) as client, client.post(url, data=form, headers=headers) as r:
             assert r.status == 503
             assert "retry" in (await r.json())["error"]
-        assert aml_service.redis_ok is False
+        assert aml_service.store.reachable is False
 
 
 async def test_the_supervisor_view_with_redis_down_shows_the_partner_unknown_and_says_why(service: Service) -> None:
@@ -78,7 +78,8 @@ async def test_the_supervisor_view_with_redis_down_shows_the_partner_unknown_and
         assert response.status == 200
         view = await response.json()
     assert view["seen_from"] == "jena"
-    assert view["sites"]["gera"] == {"state": "unknown", "problem": "not reporting"}
+    assert view["sites"]["gera"]["state"] == "unknown"
+    assert view["sites"]["gera"]["problem"].startswith("store unreachable")
     assert view["sites"]["jena"]["state"] == "no-asterisk"  # nothing listens on its AMI port
     assert view["overflow"]["problem"].startswith("Redis: ")
     assert view["overflow"]["last_hour"] == {}

@@ -31,11 +31,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import prometheus_client as prom
 
 from aml.parse import AmlMessage
-from aml.pull import OUTCOMES, PullAnswer, PullError, backoff
+from aml.pull import OUTCOMES, AmlPullClient, AmlPullSettings, PullAnswer, PullError, PullSetupError, backoff
 from routing.decision import AmlFix
 from routing.numbers import NumberError, is_mobile, to_e164
-from verbund112.settings import AmlPullSettings
-from verbund112.stores import StoreError, being_cancelled
+from telephony import events
+from verbund112.features.hub import CallRouted, EventHub
+from verbund112.store import Store, StoreError, being_cancelled
+from verbund112.store.records import AmlFixRecord
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ END_REASONS = ("fix", "fix-in-store", "call-ended", "max-duration", "shutdown", 
 
 Fetch = Callable[[str], Awaitable[PullAnswer]]
 Latest = Callable[[str], Awaitable[AmlFix | None]]
-Store = Callable[[str, AmlMessage], Awaitable[None]]
+Keep = Callable[[str, AmlMessage], Awaitable[None]]
 
 
 def number_to_poll(caller: str) -> str | None:
@@ -97,7 +99,7 @@ class AmlPolls:
         metrics: PullMetrics,
         *,
         latest: Latest,
-        store: Store,
+        store: Keep,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.settings = settings
@@ -263,3 +265,60 @@ class AmlPolls:
             self.ended.popitem(last=False)
         self._changed.set()
         self._changed = asyncio.Event()
+
+
+class AmlPull:
+    """The AML pull of this site: polls for the calls routed here, if configured.
+
+    ``settled`` is set once the pull is on, or off (``problem`` says why), so
+    whoever must know can wait for it instead of guessing.
+    """
+
+    def __init__(
+        self,
+        *,
+        site: str,
+        settings: AmlPullSettings,
+        store: Store,
+        retention_s: int,
+        hub: EventHub,
+        registry: prom.CollectorRegistry,
+    ) -> None:
+        self.site = site
+        self.settings = settings
+        self._store = store
+        self._retention_s = retention_s
+        self._hub = hub
+        self.polls = AmlPolls(settings, PullMetrics(registry), latest=store.latest_aml_fix, store=self._store_fix)
+        self.problem = "" if settings.enabled else "disabled"
+        self.settled = asyncio.Event()
+
+    async def run(self) -> None:
+        if not self.settings.enabled:
+            self.settled.set()
+            return
+        try:
+            client = AmlPullClient(self.settings, user_agent=f"verbund112 {self.site}")
+        except PullSetupError as exc:
+            # AML is supplemental: the calls are routed and popped without it
+            self.problem = str(exc)
+            self.settled.set()
+            log.error("AML pull off: %s", exc)
+            return
+        with self._hub.subscribe() as queue:
+            async with client, self.polls.polling(client.fetch):
+                log.info("AML pull from %s on", self.settings.url)
+                self.settled.set()
+                while True:
+                    event = await queue.get()
+                    if isinstance(event, CallRouted):
+                        self.polls.call_started(event.uniqueid, event.call_id, event.caller_number)
+                    elif isinstance(event, events.ChannelHungUp):
+                        self.polls.call_ended(event.uniqueid)
+
+    async def _store_fix(self, number: str, message: AmlMessage) -> None:
+        assert message.position is not None
+        fix = AmlFix(message.position, message.fix_time or time.time())
+        record = AmlFixRecord.of(fix, time.time(), confidence=message.confidence, format="pull",
+                                 altitude_m=message.altitude_m)  # fmt: skip
+        await self._store.add_aml_fix(number, record, self._retention_s)

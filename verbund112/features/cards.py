@@ -1,6 +1,6 @@
 """The call card a dispatcher sees when answering, built from what the Verbund knows.
 
-Pure: the tracker (verbund112.calls) reads Redis and AMI and hands the pieces
+Pure: the screen pops (verbund112.features.screen_pops) read the store and AMI and hand the pieces
 in, with the district lookup of the rules in force (routing.decision.Places).
 Location is supplemental data: every location carries its source, radius,
 age, district and responsible centre, and the dispatcher takes it over into

@@ -1,0 +1,219 @@
+"""The store against a real redis-server: every value it reads is validated; bad ones are skipped and counted.
+
+Poison is written the way a broken peer, an old version or an operator with
+redis-cli would: raw bytes past the store. No read may raise because of data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import prometheus_client as prom
+import pytest
+
+from overflow.state import SiteSnapshot
+from routing.decision import AmlFix
+from routing.location import Position
+from verbund112.lab.processes import RedisServer
+from verbund112.store import AbandonedChanged, AmlUpdated, RedisSettings, Store, StoreError, keys
+from verbund112.store.records import (
+    AbandonedCall,
+    AmlFixRecord,
+    AnsweredMark,
+    AuditEntry,
+    CallRecord,
+    MoveRecord,
+)
+
+NUMBER = "+4915112345678"
+NOT_UTF8 = b"\xff\xfe\x80"
+BROKEN_JSON = b'{"lat": 50.9,'
+POISON = [
+    NOT_UTF8,
+    BROKEN_JSON,
+    b"[]",
+    b'"a string"',
+    b"null",
+    b'{"lat": "north", "lon": 11.5, "radius_m": 10, "time": 1}',
+    b'{"lat": 91, "lon": 11.5, "radius_m": 10, "time": 1}',
+    b'{"lat": 50.9, "lon": 11.5, "radius_m": -1, "time": 1}',
+    b'{"lat": 50.9, "lon": 11.5, "radius_m": 10, "time": NaN}',
+    b'{"lat": 50.9, "lon": 11.5, "radius_m": 10, "time": Infinity}',
+    b'{"lon": 11.5, "radius_m": 10, "time": 1}',
+]
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def store(redis_server: RedisServer) -> AsyncIterator[Store]:
+    store = Store(RedisSettings(url=redis_server.url, timeout=1.0), prom.CollectorRegistry())
+    await store.redis.flushdb()
+    yield store
+    await store.close()
+
+
+def bad(store: Store, what: str) -> float:
+    return store.bad_values.labels(what)._value.get()
+
+
+def good_fix(at: float = 1_700_000_000.0) -> AmlFixRecord:
+    return AmlFixRecord.of(AmlFix(Position(50.93, 11.59, 12.0, "Circle", "GNSS"), at), at + 1, format="https")
+
+
+async def test_a_good_fix_round_trips(store: Store) -> None:
+    await store.add_aml_fix(NUMBER, good_fix(), ttl_s=60)
+    fix = await store.latest_aml_fix(NUMBER)
+    assert fix is not None and (fix.position.lat, fix.position.radius_m, fix.time) == (50.93, 12.0, 1_700_000_000.0)
+    assert 0 < await store.redis.ttl(keys.aml(NUMBER)) <= 60
+
+
+@pytest.mark.parametrize("poison", POISON)
+async def test_a_poisoned_newest_fix_is_no_fix(store: Store, poison: bytes) -> None:
+    await store.redis.lpush(keys.aml(NUMBER), poison)
+    assert await store.latest_aml_fix(NUMBER) is None
+    assert bad(store, "aml-fix") == 1
+
+
+async def test_a_trail_keeps_its_good_fixes_around_the_poison(store: Store) -> None:
+    await store.add_aml_fix(NUMBER, good_fix(1_700_000_000.0), ttl_s=60)
+    await store.redis.lpush(keys.aml(NUMBER), *POISON)
+    await store.add_aml_fix(NUMBER, good_fix(1_700_000_100.0), ttl_s=60)
+    trail = await store.aml_trail(NUMBER)
+    assert [fix.time for fix in trail] == [1_700_000_100.0, 1_700_000_000.0]
+    assert bad(store, "aml-fix") == len(POISON)
+
+
+@pytest.mark.parametrize(
+    "poison",
+    [NOT_UTF8, BROKEN_JSON, b"[]", b'{"call_id": "jena-1"}', b'{"call_id": "", "routed_at": 1, "entry_site": "jena",'
+     b' "caller": "+49", "route": "local"}', b'{"call_id": "jena-1", "routed_at": -5, "entry_site": "jena", "caller": '
+     b'"+49", "route": "local"}', b'{"call_id": "jena-1", "routed_at": 1, "entry_site": "jena", "caller": "+49", '
+     b'"route": "local", "location": {"source": "aml", "position": {"lat": 500, "lon": 1, "radius_m": 1}}}'],
+)  # fmt: skip
+async def test_a_poisoned_call_record_reads_as_unknown(store: Store, poison: bytes) -> None:
+    await store.redis.set(keys.call("jena-1"), poison)
+    assert await store.load_call("jena-1") is None
+    assert bad(store, "call") == 1
+
+
+async def test_a_call_record_round_trips_with_its_index(store: Store) -> None:
+    now = time.time()
+    record = CallRecord(call_id="jena-1.1", routed_at=now, entry_site="jena", caller=NUMBER, route="partner",
+                        routed_to="gera", reason="AML in Gera", certain=True, flags=["border"])  # fmt: skip
+    await store.save_call(record)
+    assert await store.load_call("jena-1.1") == record
+    data = await store.answered_card_data(
+        "jena-1.1", AnsweredMark(site="gera", dispatcher="gera-d1", at=now), NUMBER, need_record=True,
+        since=now - 60, most=11,
+    )  # fmt: skip
+    assert data.record == record
+    assert [c.call_id for c in data.earlier_calls] == ["jena-1.1"]
+    assert await store.was_answered("jena-1.1")
+
+
+async def test_poisoned_members_of_a_numbers_index_are_skipped(store: Store) -> None:
+    now = time.time()
+    await store.redis.zadd(keys.calls_by_number(NUMBER), {NOT_UTF8: now, b"jena 1; DROP": now, b"jena-2.2": now})
+    _, earlier = await store.aml_and_earlier(NUMBER, now - 60, 11)
+    assert [c.call_id for c in earlier] == ["jena-2.2"]
+    assert bad(store, "calls-by-number") == 2
+
+
+async def test_poisoned_entries_of_the_callback_list_are_skipped(store: Store) -> None:
+    now = time.time()
+    await store.add_abandoned(AbandonedCall(call_id="jena-3.1", caller=NUMBER, site="jena", at=now, waited_s=12))
+    await store.redis.zadd(keys.ABANDONED_KEY, {b"jena-3.2": now, NOT_UTF8: now, b"jena-3.3": now})
+    await store.redis.set(keys.abandoned_entry("jena-3.2"), BROKEN_JSON)
+    await store.redis.set(keys.abandoned_entry("jena-3.3"), b'{"call_id": "jena-3.3", "caller": 5}')
+    calls = await store.abandoned_calls()
+    assert [c.call_id for c in calls] == ["jena-3.1"]
+    assert bad(store, "abandoned") == 3
+    assert await store.callback_done("jena-3.1") is True
+    assert await store.callback_done("jena-3.1") is False
+
+
+async def test_poisoned_moves_and_audit_entries_are_skipped(store: Store) -> None:
+    now = time.time()
+    move = MoveRecord.model_validate({"call_id": "jena-4.1", "from": "jena", "to": "gera", "at": now,
+                                      "outcome": "moved"})  # fmt: skip
+    await store.record_move(move)
+    await store.redis.zadd(keys.MOVES_KEY, {NOT_UTF8: now, b'{"call_id": "jena-4.2"}': now})
+    moves = await store.recent_moves(now - 60)
+    assert moves == [move]
+    assert moves[0].as_dict()["from"] == "jena"
+    entry = AuditEntry(at=now, site="jena", who="alice", action="upload", result="applied", changes=["x"])
+    await store.append_audit(entry)
+    await store.redis.lpush(keys.AUDIT_KEY, BROKEN_JSON, b"[1, 2]")
+    assert await store.read_audit() == [entry]
+    assert bad(store, "overflow-move") == 2
+    assert bad(store, "rules-audit") == 2
+
+
+@pytest.mark.parametrize(
+    ("poison", "problem"),
+    [
+        (NOT_UTF8, "unreadable heartbeat"),
+        (BROKEN_JSON, "unreadable heartbeat"),
+        (b"[]", "malformed heartbeat"),
+        (b'{"site": "gera", "at": 1e300, "ami_connected": true, "waiting": 5, "desks": {}}', "malformed heartbeat"),
+        (b'{"site": "gera", "at": "now"}', "malformed heartbeat"),
+    ],
+)
+async def test_a_poisoned_partner_heartbeat_means_not_reporting(store: Store, poison: bytes, problem: str) -> None:
+    await store.redis.set(keys.heartbeat("gera"), poison)
+    own = SiteSnapshot("jena", time.time(), True, (), ())
+    report = await store.exchange_heartbeat(own, "gera", time.time())
+    assert (report.snapshot, report.problem) == (None, problem)
+    assert bad(store, "heartbeat") == 1
+    assert json.loads(await store.redis.get(keys.heartbeat("jena")))["site"] == "jena"
+
+
+async def test_a_stale_partner_heartbeat_is_not_reporting_and_not_bad_data(store: Store) -> None:
+    old = SiteSnapshot("gera", time.time() - 60, True, (), ())
+    await store.redis.set(keys.heartbeat("gera"), json.dumps(old.to_json()))
+    report = await store.exchange_heartbeat(SiteSnapshot("jena", time.time(), True, (), ()), "gera", time.time())
+    assert report.snapshot is None and "old" in report.problem
+    assert bad(store, "heartbeat") == 0
+
+
+async def test_poisoned_announcements_are_skipped_and_the_next_good_one_arrives(store: Store) -> None:
+    received = store.announcements()
+    first = asyncio.ensure_future(anext(received))
+    # wait until the store listens (the subscription is the event), then publish poison and a good one
+    async with asyncio.timeout(5):
+        # Redis has no event for another client's subscription: ask until it is there
+        while (await store.redis.pubsub_numsub(keys.AML_UPDATES_CHANNEL))[0][1] == 0:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    for poison in (NOT_UTF8, b"not a number", b"+49 365 1", b""):
+        await store.redis.publish(keys.AML_UPDATES_CHANNEL, poison)
+    await store.redis.publish(keys.ABANDONED_CHANNEL, NOT_UTF8)
+    await store.redis.publish(keys.AML_UPDATES_CHANNEL, NUMBER)
+    await store.redis.publish(keys.ABANDONED_CHANNEL, "jena-5.1")
+    async with asyncio.timeout(5):
+        assert await first == AmlUpdated(NUMBER)
+        assert await anext(received) == AbandonedChanged("jena-5.1")
+    await received.aclose()
+    assert bad(store, "aml-update") == 4
+    assert bad(store, "abandoned-update") == 1
+
+
+async def test_a_store_that_does_not_answer_raises_its_own_error(redis_server: RedisServer) -> None:
+    from verbund112.lab.processes import free_tcp_port
+
+    store = Store(RedisSettings(url=f"redis://127.0.0.1:{free_tcp_port()}/0", timeout=0.2), prom.CollectorRegistry())
+    with pytest.raises(StoreError):
+        await store.latest_aml_fix(NUMBER)
+    assert store.reachable is False
+    await store.close()

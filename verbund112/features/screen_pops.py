@@ -1,0 +1,195 @@
+"""Screen pops: the dispatcher who answers a call sees its card, live.
+
+A thin driver over the pure call ledger (call_ledger.py) and card builder
+(cards.py). When a dispatcher of this site answers, the card is built from
+what this site knows (it routed the call: the ledger has its record) and what
+the store has (the entry site's record for a call from the partner, the AML
+trail, earlier calls of the number), read in one round trip, and handed to
+the screens (a Screens seam: web.notifier queues it for that dispatcher's
+WebSockets, and only theirs; nothing here waits for a browser). AML updates
+announced by any site reach the dispatcher holding the call. Calls that
+entered here and ended before any dispatcher of either site answered go onto
+the Verbund's callback list.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import prometheus_client as prom
+from pydantic import ValidationError
+
+from routing.decision import Places
+from routing.numbers import NumberError, to_e164
+from telephony import events
+from verbund112.features.call_ledger import CallLedger
+from verbund112.features.cards import REPEAT_WINDOW_S, build_card, location_from_aml
+from verbund112.features.hub import CallRouted, EventHub
+from verbund112.store import AbandonedChanged, AmlUpdated, CardData, Store, StoreError
+from verbund112.store.records import AbandonedCall, AnsweredMark
+
+log = logging.getLogger(__name__)
+
+REPEAT_CALLS_SHOWN = 10
+
+
+class Screens(Protocol):
+    """Where cards go: the dispatchers' screens (web.notifier.DispatcherScreens)."""
+
+    def send(self, dispatcher: str, message: dict[str, Any]) -> int:
+        """Queue a message for the dispatcher's screens; how many screens it was queued for."""
+        ...
+
+    def broadcast(self, message: dict[str, Any]) -> None: ...
+
+
+def e164_or_none(number: str) -> str | None:
+    try:
+        return to_e164(number)
+    except NumberError:
+        return None
+
+
+class ScreenPops:
+    def __init__(
+        self,
+        *,
+        site: str,
+        store: Store,
+        screens: Screens,
+        hub: EventHub,
+        places: Callable[[], Places | None],
+        registry: prom.CollectorRegistry,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.site = site
+        self.ledger = CallLedger()
+        self._store = store
+        self._screens = screens
+        self._hub = hub
+        self._places = places
+        self._clock = clock
+        self.pops = prom.Counter(
+            "verbund112_screen_pops", "cards pushed to an answering dispatcher, by what the store gave",
+            ["data"], registry=registry,
+        )  # fmt: skip
+        self.lost_hangups = prom.Counter(
+            "verbund112_calls_hangup_missed", "calls whose hangup the service never saw (AMI cut)", registry=registry
+        )
+
+    async def follow_events(self) -> None:
+        """This site's call events, in order (one card at a time: one store round trip each)."""
+        with self._hub.subscribe() as queue:
+            while True:
+                event = await queue.get()
+                try:
+                    await self.on_event(event)
+                except StoreError as exc:
+                    log.warning("screen pop step skipped, Redis: %s", exc)
+                except ValidationError as exc:  # a value from AMI that no record takes: skipped, never fatal
+                    log.error("screen pop step skipped: %d problems in %s", exc.error_count(), exc.title)
+
+    async def follow_announcements(self) -> None:
+        """AML updates and callback-list changes announced by any site."""
+        async for announcement in self._store.announcements():
+            try:
+                if isinstance(announcement, AmlUpdated):
+                    await self._aml_update(announcement.number)
+                elif isinstance(announcement, AbandonedChanged):
+                    self._screens.broadcast(await self.abandoned_message())
+            except StoreError as exc:
+                log.warning("announcement not handled, Redis: %s", exc)
+
+    async def on_event(self, event: CallRouted | events.SiteEvent) -> None:
+        if isinstance(event, CallRouted):
+            caller = e164_or_none(event.caller_number) or event.caller_number
+            self.ledger.entered(event.uniqueid, event.call_id, caller, self._clock(), event.record)
+        elif isinstance(event, events.DispatcherAnswered):
+            if event.site == self.site and event.dispatcher:
+                await self._answered(event)
+        elif isinstance(event, events.CallCompleted):
+            if self.ledger.completed(event.call_id, event.dispatcher):
+                self._screens.send(event.dispatcher, {"type": "call-ended", "call_id": event.call_id})
+        elif isinstance(event, events.ChannelHungUp):
+            await self._hung_up(event)
+
+    # -- answered: the card ---------------------------------------------------------
+
+    async def _answered(self, event: events.DispatcherAnswered) -> None:
+        now = self._clock()
+        self.ledger.answered(event.call_id)
+        known = self.ledger.record_of(event.call_id)
+        number = e164_or_none(known.caller if known is not None else event.caller_number)
+        try:
+            data = await self._store.answered_card_data(
+                event.call_id, AnsweredMark(site=event.site, dispatcher=event.dispatcher, at=now), number,
+                need_record=known is None, since=now - REPEAT_WINDOW_S, most=REPEAT_CALLS_SHOWN + 1,
+            )  # fmt: skip
+            if known is None and data.record is not None and (other := e164_or_none(data.record.caller)) != number:
+                # the entry site knew the number better than the channel (rare): its trail and calls
+                number = other
+                trail, earlier = ([], []) if other is None else await self._store.aml_and_earlier(
+                    other, now - REPEAT_WINDOW_S, REPEAT_CALLS_SHOWN + 1)  # fmt: skip
+                data = CardData(data.record, trail, earlier)
+            self.pops.labels("store").inc()
+        except StoreError as exc:
+            # the card still goes out, with what this site knows itself
+            log.warning("call card without the store's data (Redis: %s)", exc)
+            data = CardData(None, [], [])
+            self.pops.labels("local-only").inc()
+        record = known or data.record
+        card = build_card(
+            call_id=event.call_id, answered_site=event.site, dispatcher=event.dispatcher,
+            caller_number=number or event.caller_number, from_site=event.from_site, wait_s=event.hold_time,
+            record=None if record is None else record.as_dict(), aml_trail=[f.as_dict() for f in data.aml_trail],
+            earlier_calls=[c.as_dict() for c in data.earlier_calls], now=now, places=self._places(),
+        )  # fmt: skip
+        card["answered_at"] = event.answered_at or now
+        self.ledger.show(event.dispatcher, card)
+        sent = self._screens.send(event.dispatcher, card)
+        log.info("call card pushed to dispatcher %s (%d screens)", event.dispatcher, sent)
+
+    # -- hung up: abandoned? ---------------------------------------------------------
+
+    async def _hung_up(self, event: events.ChannelHungUp) -> None:
+        now = self._clock()
+        for lost in self.ledger.expire(now):
+            self.lost_hangups.inc()
+            log.warning("call %s: no hangup seen within %.0f h; forgotten", lost.call_id, self.ledger.max_age_s / 3600)
+        entry = self.ledger.hung_up(event.uniqueid)
+        if entry is None:
+            return
+        if await self._store.was_answered(entry.call_id):
+            return  # answered at the partner (after a move, or routed there)
+        await self._store.add_abandoned(
+            AbandonedCall(call_id=entry.call_id, caller=entry.caller, site=self.site, at=now,
+                          waited_s=max(0.0, round(now - entry.at)))
+        )  # fmt: skip
+        log.info("call %s abandoned before an answer: on the callback list", entry.call_id)
+
+    # -- what the screens ask for ---------------------------------------------------
+
+    def card_of(self, dispatcher: str) -> dict[str, Any] | None:
+        return self.ledger.card_of(dispatcher)
+
+    async def abandoned_message(self) -> dict[str, Any]:
+        calls = await self._store.abandoned_calls()
+        return {"type": "abandoned", "calls": [c.as_dict() for c in calls]}
+
+    async def callback_done(self, call_id: str) -> bool:
+        return await self._store.callback_done(call_id)
+
+    async def _aml_update(self, number: str) -> None:
+        holders = self.ledger.holders(number)
+        if not holders:
+            return
+        trail = await self._store.aml_trail(number)
+        if not trail:
+            return
+        location = location_from_aml(trail[0].as_dict(), self._clock(), self._places())
+        for dispatcher in holders:
+            card = self.ledger.new_location(dispatcher, location)
+            self._screens.send(dispatcher, {"type": "location", "call_id": card["call_id"], "location": location})

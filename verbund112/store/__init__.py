@@ -1,0 +1,25 @@
+"""The Verbund's shared state in Redis: the only package that talks to Redis (see keys.py for the table)."""
+
+from verbund112.store.redis_store import (
+    AbandonedChanged,
+    AmlUpdated,
+    Announcement,
+    CardData,
+    PartnerReport,
+    RedisSettings,
+    Store,
+    StoreError,
+    being_cancelled,
+)
+
+__all__ = [
+    "AbandonedChanged",
+    "AmlUpdated",
+    "Announcement",
+    "CardData",
+    "PartnerReport",
+    "RedisSettings",
+    "Store",
+    "StoreError",
+    "being_cancelled",
+]
