@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 import prometheus_client as prom
@@ -28,12 +28,29 @@ from telephony import events
 from verbund112.features.call_ledger import CallLedger
 from verbund112.features.cards import REPEAT_WINDOW_S, build_card, location_from_aml
 from verbund112.features.hub import CallRouted, EventHub
-from verbund112.store import AbandonedChanged, AmlUpdated, CardData, Store, StoreError
-from verbund112.store.records import AbandonedCall, AnsweredMark
+from verbund112.store import AbandonedChanged, AmlUpdated, Announcement, CardData, StoreError
+from verbund112.store.records import AbandonedCall, AmlFixRecord, AnsweredMark, EarlierCall
 
 log = logging.getLogger(__name__)
 
 REPEAT_CALLS_SHOWN = 10
+
+
+class PopStore(Protocol):
+    """What screen pops need of the store (verbund112.store.Store)."""
+
+    async def answered_card_data(
+        self, call_id: str, mark: AnsweredMark, number: str | None, *, need_record: bool, since: float, most: int
+    ) -> CardData: ...
+    async def aml_and_earlier(
+        self, number: str, since: float, most: int
+    ) -> tuple[list[AmlFixRecord], list[EarlierCall]]: ...
+    async def aml_trail(self, e164: str) -> list[AmlFixRecord]: ...
+    async def was_answered(self, call_id: str) -> bool: ...
+    async def add_abandoned(self, entry: AbandonedCall) -> None: ...
+    async def abandoned_calls(self) -> list[AbandonedCall]: ...
+    async def callback_done(self, call_id: str) -> bool: ...
+    def announcements(self) -> AsyncIterator[Announcement]: ...
 
 
 class Screens(Protocol):
@@ -58,7 +75,7 @@ class ScreenPops:
         self,
         *,
         site: str,
-        store: Store,
+        store: PopStore,
         screens: Screens,
         hub: EventHub,
         places: Callable[[], Places | None],

@@ -1,0 +1,169 @@
+"""The screen-pop driver at its seams: a fake store and fake screens (the lab tests run the real ones)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import prometheus_client as prom
+
+from routing.decision import Decision, Route
+from telephony import events
+from verbund112.features.hub import CallRouted, EventHub
+from verbund112.features.screen_pops import ScreenPops
+from verbund112.store import Announcement, CardData, StoreError
+from verbund112.store.records import AbandonedCall, AmlFixRecord, AnsweredMark, CallRecord, EarlierCall
+
+NOW = 1_800_000_000.0
+
+
+class FakeStore:
+    def __init__(self, *, down: bool = False, answered_elsewhere: bool = False) -> None:
+        self.down = down
+        self.answered_elsewhere = answered_elsewhere
+        self.card_reads: list[dict[str, Any]] = []
+        self.abandoned: list[AbandonedCall] = []
+
+    def _check(self) -> None:
+        if self.down:
+            raise StoreError("connection refused")
+
+    async def answered_card_data(
+        self, call_id: str, mark: AnsweredMark, number: str | None, *, need_record: bool, since: float, most: int
+    ) -> CardData:
+        self._check()
+        self.card_reads.append({"call_id": call_id, "number": number, "need_record": need_record, "mark": mark})
+        record = CallRecord(call_id=call_id, routed_at=NOW - 20, entry_site="gera", caller=number or "", route="local",
+                            routed_to="gera", reason="from the store")  # fmt: skip
+        return CardData(record if need_record else None, [], [EarlierCall(call_id="gera-0.1", at=NOW - 120)])
+
+    async def aml_and_earlier(
+        self, number: str, since: float, most: int
+    ) -> tuple[list[AmlFixRecord], list[EarlierCall]]:
+        raise AssertionError("not needed when the numbers agree")
+
+    async def aml_trail(self, e164: str) -> list[AmlFixRecord]:
+        return []
+
+    async def was_answered(self, call_id: str) -> bool:
+        self._check()
+        return self.answered_elsewhere
+
+    async def add_abandoned(self, entry: AbandonedCall) -> None:
+        self._check()
+        self.abandoned.append(entry)
+
+    async def abandoned_calls(self) -> list[AbandonedCall]:
+        return list(self.abandoned)
+
+    async def callback_done(self, call_id: str) -> bool:
+        return False
+
+    async def announcements(self) -> AsyncIterator[Announcement]:
+        return
+        yield
+
+
+class FakeScreens:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    def send(self, dispatcher: str, message: dict[str, Any]) -> int:
+        self.sent.append((dispatcher, message))
+        return 1
+
+    def broadcast(self, message: dict[str, Any]) -> None:
+        self.sent.append(("*", message))
+
+
+def pops_with(store: FakeStore) -> tuple[ScreenPops, FakeScreens, prom.CollectorRegistry]:
+    screens, registry = FakeScreens(), prom.CollectorRegistry()
+    pops = ScreenPops(site="jena", store=store, screens=screens, hub=EventHub(), places=lambda: None,
+                      registry=registry, clock=lambda: NOW)  # fmt: skip
+    return pops, screens, registry
+
+
+def routed(call_id: str, caller: str = "+4936411234") -> CallRouted:
+    decision = Decision(Route.LOCAL, "jena", "112-jena", None, "Ortsnetz Jena", None, True, caller)
+    record = CallRecord(call_id=call_id, routed_at=NOW - 30, entry_site="jena", caller=caller, route="local",
+                        routed_to="jena", reason="Ortsnetz Jena", certain=True)  # fmt: skip
+    return CallRouted("jena", call_id, call_id, caller, None, "", decision, record)
+
+
+def answered(call_id: str, dispatcher: str = "jena-d1", caller: str = "+4936411234") -> events.DispatcherAnswered:
+    return events.DispatcherAnswered("jena", call_id, call_id, call_id, "112-jena", dispatcher, f"PJSIP/{dispatcher}",
+                                     f"PJSIP/{dispatcher}-01", 12, 3, caller, "", NOW - 1)  # fmt: skip
+
+
+def hung_up(uniqueid: str) -> events.ChannelHungUp:
+    return events.ChannelHungUp("jena", uniqueid, uniqueid, uniqueid, "PJSIP/carrier-01", 16)
+
+
+def pops_counted(registry: prom.CollectorRegistry, data: str) -> float | None:
+    return registry.get_sample_value("verbund112_screen_pops_total", {"data": data})
+
+
+async def test_a_call_routed_here_gets_its_card_in_one_store_round_trip_without_reading_its_record() -> None:
+    store = FakeStore()
+    pops, screens, registry = pops_with(store)
+    await pops.on_event(routed("jena-1.1"))
+    await pops.on_event(answered("jena-1.1"))
+    assert [(r["call_id"], r["number"], r["need_record"]) for r in store.card_reads] == [
+        ("jena-1.1", "+4936411234", False)
+    ]
+    dispatcher, card = screens.sent[0]
+    assert dispatcher == "jena-d1"
+    assert card["routing"]["reason"] == "Ortsnetz Jena"  # from what this site knew, not the store
+    assert [c["call_id"] for c in card["repeat_calls"]] == ["gera-0.1"]
+    assert pops.card_of("jena-d1") == card
+    assert pops_counted(registry, "store") == 1
+
+
+async def test_a_call_of_the_partner_reads_the_entry_sites_record() -> None:
+    store = FakeStore()
+    pops, screens, _ = pops_with(store)
+    await pops.on_event(answered("gera-2.1"))
+    assert store.card_reads[0]["need_record"] is True
+    assert screens.sent[0][1]["routing"]["reason"] == "from the store"
+
+
+async def test_with_the_store_down_the_card_still_goes_out_with_what_this_site_knows() -> None:
+    pops, screens, registry = pops_with(FakeStore(down=True))
+    await pops.on_event(routed("jena-3.1"))
+    await pops.on_event(answered("jena-3.1"))
+    card = screens.sent[0][1]
+    assert (card["call_id"], card["caller"], card["routing"]["centre"]) == ("jena-3.1", "+4936411234", "jena")
+    assert pops_counted(registry, "local-only") == 1
+
+
+async def test_a_call_that_ends_unanswered_goes_onto_the_callback_list_once() -> None:
+    store = FakeStore()
+    pops, _, _ = pops_with(store)
+    await pops.on_event(routed("jena-4.1", caller="015112345678"))
+    await pops.on_event(hung_up("jena-4.1"))
+    await pops.on_event(hung_up("jena-4.1"))
+    assert [(a.call_id, a.caller, a.site, a.waited_s) for a in store.abandoned] == [
+        ("jena-4.1", "+4915112345678", "jena", 0.0)
+    ]
+
+
+async def test_a_call_answered_at_the_partner_is_not_abandoned() -> None:
+    store = FakeStore(answered_elsewhere=True)
+    pops, _, _ = pops_with(store)
+    await pops.on_event(routed("jena-5.1"))
+    await pops.on_event(hung_up("jena-5.1"))
+    assert store.abandoned == []
+
+
+async def test_a_call_answered_here_is_not_asked_about_and_its_card_ends_with_it() -> None:
+    store = FakeStore(down=True)  # nothing may need the store here
+    pops, screens, _ = pops_with(FakeStore())
+    await pops.on_event(routed("jena-6.1"))
+    await pops.on_event(answered("jena-6.1"))
+    pops._store = store
+    await pops.on_event(
+        events.CallCompleted("jena", "jena-6.1", "jena-6.1", "jena-6.1", "112-jena", "jena-d1", 30, "caller")
+    )
+    await pops.on_event(hung_up("jena-6.1"))
+    assert screens.sent[-1] == ("jena-d1", {"type": "call-ended", "call_id": "jena-6.1"})
+    assert pops.card_of("jena-d1") is None
