@@ -9,10 +9,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from lab import lab
 from routing.decision import Route
 from telephony.events import DispatcherAnswered
 from tests.conftest import next_event, place_call
-from verbund112.lab import lab
 from verbund112.service import CallRouted, Service
 
 pytestmark = pytest.mark.lab

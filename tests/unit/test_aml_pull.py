@@ -21,7 +21,7 @@ from aml.parse import AmlMessage
 from aml.pull import AmlPullClient, PullAnswer, PullError, PullSetupError, backoff, parse_answer, server_number
 from routing.decision import AmlFix
 from routing.location import Position
-from tests.aml_server import NO_DATA, PASSWORD, USERNAME, AmlServer, Pki, fix, make_pki, serve
+from tests.support.aml_server import NO_DATA, PASSWORD, USERNAME, AmlServer, Pki, fix, make_pki, serve
 from verbund112.aml_polls import AmlPolls, PullMetrics, number_to_poll
 from verbund112.settings import AmlPullSettings
 from verbund112.stores import StoreError
