@@ -40,7 +40,7 @@ from lab.processes import (
     tcp_accepts,
     wait_until,
 )
-from verbund112 import asterisk_config
+from verbund112 import asterisk_config, shipped
 
 REPO = Path(__file__).resolve().parents[1]
 SITES = ("jena", "gera")
@@ -263,7 +263,7 @@ LAB_NEIGHBOUR_NUMBER = "+499281112112"
 def lab_rules(directory: Path) -> Path:
     """The shipped rules, with a forwarding number for one neighbour (answered by a sipp stand-in)."""
     shutil.rmtree(directory, ignore_errors=True)
-    shutil.copytree(REPO / "rules", directory)
+    shutil.copytree(shipped.rules_dir(), directory, ignore=shutil.ignore_patterns("__init__.py", "__pycache__"))
     path = directory / "verbund112.yaml"
     text = path.read_text()
     old = 'ils-hochfranken:   {name: "ILS Hochfranken (Hof)"}'

@@ -153,11 +153,13 @@ def asterisk_config_group() -> None:
 
 
 @asterisk_config_group.command("render")
-@click.option("--site", required=True, help="site name (asterisk-config/sites/NAME.yaml) or a site values file")
+@click.option("--site", required=True, help="a shipped site (asterisk-config/sites/NAME.yaml) or a site values file")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--secrets", "secrets_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="YAML with ami_secret and dispatcher_passwords; default: from the environment")  # fmt: skip
-def render(site: str, out_dir: Path, secrets_file: Path | None) -> None:
+@click.option("--templates", "templates_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="folder of *.conf.j2 templates; default: the shipped ones")  # fmt: skip
+def render(site: str, out_dir: Path, secrets_file: Path | None, templates_dir: Path | None) -> None:
     """Write asterisk.conf, pjsip.conf, extensions.conf, ... for one site."""
     try:
         values = asterisk_config.load_site(site)
@@ -166,7 +168,7 @@ def render(site: str, out_dir: Path, secrets_file: Path | None) -> None:
             if secrets_file
             else asterisk_config.SiteSecrets.from_environment(values)
         )
-        files = asterisk_config.render(values, secrets)
+        files = asterisk_config.render(values, secrets, templates_dir)
     except (ValidationError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     asterisk_config.write(files, out_dir)
