@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from lab import lab
 from verbund112.features.hub import ServiceEvent
-from verbund112.lab import lab
 from verbund112.service import Service, running
 from verbund112.settings import Settings
 
@@ -76,7 +76,7 @@ async def start_desks(verbund: lab.Verbund) -> AsyncIterator[Callable[..., Any]]
 
 
 def _wait_unavailable(desks: lab.Desks) -> None:
-    from verbund112.lab.processes import wait_until
+    from lab.processes import wait_until
 
     def unavailable() -> bool:
         shown = desks.site.cli(f"queue show {desks.site.values.queue}")

@@ -1,7 +1,9 @@
 """The Asterisk configuration of a Verbund site, rendered from one set of templates.
 
 Both sites use the same templates (``asterisk-config/templates``); only the
-site values differ (``asterisk-config/sites/<site>.yaml``). The lab renders the
+site values differ (``asterisk-config/sites/<site>.yaml``). Both ship with the
+package (verbund112.shipped); other templates and site values can be given from
+any folder. The lab renders the
 same files with its own ports and paths, so what is tested is what runs in
 production. Secrets never live in the site files: they come from the
 environment or a secrets file outside the repository.
@@ -18,9 +20,7 @@ import jinja2
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-CONFIG_ROOT = Path(__file__).resolve().parent.parent / "asterisk-config"
-TEMPLATE_DIR = CONFIG_ROOT / "templates"
-SITES_DIR = CONFIG_ROOT / "sites"
+from verbund112 import shipped
 
 SeatId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
 SiteName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,15}$")]
@@ -136,30 +136,34 @@ class SiteSecrets(BaseModel):
 
 
 def load_site(name_or_path: str | Path, **overrides: object) -> SiteValues:
-    """Site values from ``asterisk-config/sites/<name>.yaml`` (or a path), with overrides."""
+    """The shipped site values of a site name, or a site values file from any folder, with overrides."""
     path = Path(name_or_path)
     if not path.suffix:
-        path = SITES_DIR / f"{name_or_path}.yaml"
+        path = shipped.site_values(str(name_or_path))
     data = yaml.safe_load(path.read_text()) or {}
     data.update(overrides)
     return SiteValues.model_validate(data)
 
 
-def render(site: SiteValues, site_secrets: SiteSecrets) -> dict[str, str]:
-    """All configuration files of one site: file name -> content."""
+def render(site: SiteValues, site_secrets: SiteSecrets, templates: Path | None = None) -> dict[str, str]:
+    """All configuration files of one site: file name -> content (from the shipped templates by default)."""
+    templates = templates or shipped.asterisk_templates()
     missing = set(site.dispatchers) - set(site_secrets.dispatcher_passwords)
     if missing:
         raise ValueError(f"no password for dispatcher seat(s): {', '.join(sorted(missing))}")
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
+        loader=jinja2.FileSystemLoader(templates),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
         autoescape=False,  # Asterisk config files, not HTML
     )
+    names = sorted(env.list_templates(filter_func=lambda n: n.endswith(".conf.j2")))
+    if not names:
+        raise ValueError(f"{templates}: no *.conf.j2 templates")
     files = {}
-    for template_name in sorted(env.list_templates(filter_func=lambda n: n.endswith(".conf.j2"))):
+    for template_name in names:
         template = env.get_template(template_name)
         files[template_name.removesuffix(".j2")] = template.render(site=site, paths=site.paths, secrets=site_secrets)
     return files

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -44,118 +43,6 @@ def serve(config_file: Path | None) -> None:
         await service.run()
 
     asyncio.run(run())
-
-
-@main.group()
-def lab() -> None:
-    """The local Verbund: two Asterisk sites, Redis, services, dispatcher desks."""
-
-
-@lab.command("up")
-@click.option("--desks", default=2, show_default=True, help="registered dispatcher desks per site")
-def lab_up(desks: int) -> None:
-    """Start everything on 127.0.0.1 and leave it running."""
-    from verbund112.lab import lab as lab_module
-    from verbund112.lab.processes import LabError
-
-    try:
-        state = lab_module.up(seats_per_site=desks, log=click.echo)
-    except LabError as exc:
-        raise click.ClickException(str(exc)) from exc
-    _print_state(state)
-
-
-@lab.command("down")
-def lab_down() -> None:
-    """Stop everything `lab up` started."""
-    from verbund112.lab import lab as lab_module
-
-    lab_module.down(log=click.echo)
-
-
-@lab.command("purge")
-def lab_purge() -> None:
-    """Stop the lab and delete the lab folder, the cached root filesystem included."""
-    from verbund112.lab import lab as lab_module
-    from verbund112.lab.processes import LabError
-
-    lab_module.down(log=click.echo)
-    directory = lab_module.lab_dir()
-    if not directory.exists():
-        click.echo(f"{directory}: no lab folder")
-        return
-    try:
-        lab_module.purge_lab_dir(directory)
-    except LabError as exc:
-        raise click.ClickException(str(exc)) from exc
-    click.echo(f"removed {directory}")
-
-
-@lab.command("status")
-def lab_status() -> None:
-    """Print where the running lab's endpoints are."""
-    from verbund112.lab import lab as lab_module
-
-    state = lab_module.LabState.load()
-    if state is None:
-        click.echo("no lab is up (verbund112 lab up)")
-        sys.exit(1)
-    _print_state(state)
-
-
-def _print_state(state) -> None:  # type: ignore[no-untyped-def]
-    from verbund112.lab import lab as lab_module
-
-    alive = {p["role"]: lab_module._is_ours(p["pid"], p["marker"]) for p in state.processes}
-    click.echo(f"endpoints: {lab_module.LabState.path()}")
-    click.echo(f"redis: {state.redis_url}")
-    for name, site in state.sites.items():
-        click.echo(
-            f"{name}: carrier {site['carrier_sip']}, AMI {site['ami_port']}, FastAGI {site['fastagi_port']}, "
-            f"web {site['web_url']}, desks {', '.join(site['desks'])}"
-        )
-    down = [role for role, ok in alive.items() if not ok]
-    click.echo("all processes running" if not down else f"NOT running: {', '.join(down)}")
-
-
-@lab.command("call")
-@click.option("--number", default="+4936419876543", show_default=True, help="calling number (any German form)")
-@click.option("--site", type=click.Choice(["jena", "gera"]), default="jena", show_default=True,
-              help="the site whose carrier trunk gets the call")  # fmt: skip
-@click.option("--lat", type=float, help="send a PIDF-LO position (needs --lon)")
-@click.option("--lon", type=float)
-@click.option("--radius", type=float, default=25.0, show_default=True, help="uncertainty radius, metres")
-@click.option("--talk", type=float, default=3.0, show_default=True, help="seconds the caller talks")
-def lab_call(*, number: str, site: str, lat: float | None, lon: float | None, radius: float, talk: float) -> None:
-    """Place a 112 call into the lab as the telephone network would."""
-    from verbund112.lab import lab as lab_module
-
-    state = lab_module.LabState.load()
-    if state is None:
-        raise click.ClickException("no lab is up (verbund112 lab up)")
-    if (lat is None) != (lon is None):
-        raise click.UsageError("--lat and --lon go together")
-    info = state.sites[site]
-    position = (lat, lon, radius) if lat is not None and lon is not None else None
-    where = f" at {lat}, {lon} (±{radius:.0f} m)" if position else ""
-    click.echo(f"112 call from {number} into {site}'s carrier trunk{where}")
-    # what the desks of both sites log during the call tells who answered
-    desk_logs = {name: Path(s["desks_log"]) for name, s in state.sites.items()}
-    offsets = {name: path.stat().st_size for name, path in desk_logs.items()}
-    started = time.monotonic()
-    process = lab_module.sipp_call(info["sip_port"], number, talk_ms=int(talk * 1000), position=position, timeout_s=90)
-    process.communicate()
-    elapsed = time.monotonic() - started
-    for name, path in desk_logs.items():
-        with path.open() as handle:
-            handle.seek(offsets[name])
-            for line in handle:
-                event = json.loads(line)
-                if event.get("event") == "answered":
-                    click.echo(f"answered at {name} by dispatcher {event['seat']} (caller shown: {event['caller']})")
-    if process.returncode != 0:
-        raise click.ClickException(f"the call failed (sipp exit {process.returncode}) after {elapsed:.1f} s")
-    click.echo(f"call completed in {elapsed:.1f} s")
 
 
 @main.group()
@@ -266,11 +153,13 @@ def asterisk_config_group() -> None:
 
 
 @asterisk_config_group.command("render")
-@click.option("--site", required=True, help="site name (asterisk-config/sites/NAME.yaml) or a site values file")
+@click.option("--site", required=True, help="a shipped site (asterisk-config/sites/NAME.yaml) or a site values file")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--secrets", "secrets_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="YAML with ami_secret and dispatcher_passwords; default: from the environment")  # fmt: skip
-def render(site: str, out_dir: Path, secrets_file: Path | None) -> None:
+@click.option("--templates", "templates_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="folder of *.conf.j2 templates; default: the shipped ones")  # fmt: skip
+def render(site: str, out_dir: Path, secrets_file: Path | None, templates_dir: Path | None) -> None:
     """Write asterisk.conf, pjsip.conf, extensions.conf, ... for one site."""
     try:
         values = asterisk_config.load_site(site)
@@ -279,8 +168,24 @@ def render(site: str, out_dir: Path, secrets_file: Path | None) -> None:
             if secrets_file
             else asterisk_config.SiteSecrets.from_environment(values)
         )
-        files = asterisk_config.render(values, secrets)
+        files = asterisk_config.render(values, secrets, templates_dir)
     except (ValidationError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
     asterisk_config.write(files, out_dir)
     click.echo(f"wrote {len(files)} files for {values.name} to {out_dir}")
+
+
+def _add_lab_group() -> None:
+    # The lab (top-level lab/, beside this package) is development tooling and is not in the wheel.
+    # In a checkout `verbund112 lab ...` works; an installed service simply has no lab group. Only a
+    # missing lab is tolerated: a lab that is there but fails to import says so.
+    try:
+        from lab.cli import lab as lab_group
+    except ImportError as exc:
+        if exc.name not in {"lab", "lab.cli"}:
+            raise
+        return
+    main.add_command(lab_group)
+
+
+_add_lab_group()

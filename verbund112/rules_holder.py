@@ -16,10 +16,11 @@ from pathlib import Path
 
 from routing.rules import Rules, RulesError, load_rules
 from routing.rules_diff import describe_changes
+from verbund112 import shipped
 
 log = logging.getLogger(__name__)
 
-SHIPPED_RULES = Path(__file__).resolve().parent.parent / "rules" / "verbund112.yaml"
+SHIPPED_RULES = shipped.rules_file()
 
 
 @dataclass(frozen=True)

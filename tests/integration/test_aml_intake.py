@@ -13,11 +13,11 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
+from lab import lab
 from routing.decision import Route
 from telephony.events import DispatcherAnswered
 from tests.conftest import next_event, place_call
 from verbund112.features.hub import CallRouted
-from verbund112.lab import lab
 from verbund112.store import keys
 
 pytestmark = pytest.mark.lab

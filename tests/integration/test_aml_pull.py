@@ -12,13 +12,13 @@ from typing import Any
 import aiohttp
 import pytest
 
+from lab import lab
 from routing.numbers import to_e164
 from telephony.events import ChannelHungUp
-from tests.aml_server import NO_DATA, PASSWORD, USERNAME, Pki, fix, make_pki, serve
 from tests.conftest import next_event, place_call
 from tests.integration.test_screen_pops import TIMEOUT, next_message, socket_url
+from tests.support.aml_server import NO_DATA, PASSWORD, USERNAME, Pki, fix, make_pki, serve
 from verbund112.features.hub import CallRouted
-from verbund112.lab import lab
 
 pytestmark = pytest.mark.lab
 

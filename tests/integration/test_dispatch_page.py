@@ -10,8 +10,8 @@ import aiohttp
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
+from lab import lab
 from tests.conftest import place_call
-from verbund112.lab import lab
 
 pytestmark = pytest.mark.lab
 

@@ -7,11 +7,11 @@ import contextlib
 
 import pytest
 
+from lab import lab
 from routing.decision import Route
 from telephony.events import CallerJoinedQueue, DispatcherAnswered
 from tests.conftest import next_event, place_call
 from verbund112.features.hub import CallRouted
-from verbund112.lab import lab
 
 pytestmark = pytest.mark.lab
 
@@ -138,7 +138,7 @@ async def test_service_reconnects_by_itself_after_asterisk_restarts(
 
 
 async def test_calls_are_routed_while_redis_is_down(verbund: lab.Verbund, start_service, start_desks) -> None:
-    from verbund112.lab.processes import free_tcp_port
+    from lab.processes import free_tcp_port
 
     service = await start_service("jena", redis={"url": f"redis://127.0.0.1:{free_tcp_port()}/0"})
     await start_desks("jena", ["jena-d1"])

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from verbund112.lab import lab
-from verbund112.lab.processes import tcp_accepts
+from lab import lab
+from lab.processes import tcp_accepts
 
 pytestmark = pytest.mark.lab
 

@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from lab import lab
 from overflow.state import DeskState
 from routing.decision import Route
 from telephony import events
@@ -16,7 +17,6 @@ from telephony.ami import AmiError
 from tests.conftest import next_event, place_call
 from tests.integration.test_screen_pops import TIMEOUT, next_message, socket_url
 from verbund112.features.hub import CallRouted
-from verbund112.lab import lab
 from verbund112.service import Service
 
 pytestmark = pytest.mark.lab

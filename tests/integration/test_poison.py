@@ -16,9 +16,9 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
+from lab import lab
 from tests.conftest import place_call
 from tests.integration.test_screen_pops import TIMEOUT, next_message, socket_url
-from verbund112.lab import lab
 from verbund112.service import Service
 from verbund112.store import keys
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from lab import lab
 from routing.decision import Route
 from telephony.events import DispatcherAnswered
 from tests.conftest import next_event, place_call
 from verbund112.features.hub import CallRouted
-from verbund112.lab import lab
 from verbund112.service import Service
 
 pytestmark = pytest.mark.lab

@@ -9,8 +9,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from lab import lab
 from tests.conftest import place_call
-from verbund112.lab import lab
 
 pytestmark = pytest.mark.lab
 TIMEOUT = aiohttp.ClientTimeout(total=30)

@@ -30,7 +30,7 @@ from aml.pull import (
 )
 from routing.decision import AmlFix
 from routing.location import Position
-from tests.aml_server import NO_DATA, PASSWORD, USERNAME, AmlServer, Pki, fix, make_pki, serve
+from tests.support.aml_server import NO_DATA, PASSWORD, USERNAME, AmlServer, Pki, fix, make_pki, serve
 from verbund112.features.aml_polls import AmlPolls, PullMetrics, number_to_poll
 from verbund112.store import StoreError
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
+from click.testing import CliRunner
 from pydantic import ValidationError
 
-from verbund112 import asterisk_config
+from verbund112 import asterisk_config, shipped
+from verbund112.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -104,3 +108,53 @@ def test_no_secret_is_committed() -> None:
         if path.endswith((".yaml", ".conf", ".j2", ".json")) and (REPO / path).is_file():
             text = (REPO / path).read_text(errors="replace")
             assert not re.search(r"(secret|password)\s*[:=]\s*[A-Za-z0-9_-]{8,}", text), path
+
+
+def test_the_shipped_files_are_the_repositorys_folders_in_a_checkout() -> None:
+    # found through importlib.resources (the editable install maps the folders into the package)
+    assert shipped.asterisk_templates() == REPO / "asterisk-config/templates"
+    assert shipped.site_values("gera") == REPO / "asterisk-config/sites/gera.yaml"
+    assert shipped.rules_file() == REPO / "rules/verbund112.yaml"
+
+
+def _secrets_file(tmp_path: Path) -> Path:
+    seats = asterisk_config.load_site("jena").dispatchers
+    path = tmp_path / "secrets.yaml"
+    path.write_text(yaml.safe_dump({"ami_secret": "s" * 16, "dispatcher_passwords": {d: "p" * 12 for d in seats}}))
+    return path
+
+
+def render_cli(*args: str | Path) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["asterisk-config", "render", *map(str, args)])
+    return result.exit_code, result.output
+
+
+def test_render_takes_templates_and_site_values_from_any_folder(tmp_path: Path) -> None:
+    templates = tmp_path / "templates"
+    shutil.copytree(shipped.asterisk_templates(), templates)
+    modules = templates / "modules.conf.j2"
+    modules.write_text(modules.read_text() + "; our own template\n")
+    values = yaml.safe_load(shipped.site_values("jena").read_text())
+    (tmp_path / "values").mkdir()
+    site_file = tmp_path / "values/jena-test.yaml"
+    site_file.write_text(yaml.safe_dump({**values, "sip_port": 5999}))
+    secrets = _secrets_file(tmp_path)
+
+    own = render_cli("--site", site_file, "--templates", templates, "--secrets", secrets, "--out", tmp_path / "own")
+    default = render_cli("--site", "jena", "--secrets", secrets, "--out", tmp_path / "shipped")
+
+    assert own[0] == 0, own[1]
+    assert default[0] == 0, default[1]
+    assert (tmp_path / "own/modules.conf").read_text().endswith("; our own template\n")
+    assert "; our own template" not in (tmp_path / "shipped/modules.conf").read_text()
+    assert re.search(r"^bind = .*:5999$", (tmp_path / "own/pjsip.conf").read_text(), re.M)
+    assert re.search(r"^bind = .*:5060$", (tmp_path / "shipped/pjsip.conf").read_text(), re.M)
+
+
+def test_a_templates_folder_without_templates_is_refused(tmp_path: Path) -> None:
+    empty, secrets = tmp_path / "empty", _secrets_file(tmp_path)
+    empty.mkdir()
+    code, output = render_cli("--site", "jena", "--templates", empty, "--secrets", secrets, "--out", tmp_path / "out")
+    assert code == 1
+    assert "no *.conf.j2 templates" in output
+    assert not (tmp_path / "out").exists()

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from lab.processes import free_tcp_port
 from telephony.fastagi import AgiReply, AgiSession, FastAgiServer
-from verbund112.lab import agi_client
-from verbund112.lab.processes import free_tcp_port
+from tests.support import agi_client
 from verbund112.service import Service, running
 from verbund112.settings import Settings
 

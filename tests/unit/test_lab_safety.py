@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from verbund112.lab import lab
-from verbund112.lab.processes import LabError
+from lab import lab
+from lab.processes import LabError
 
 
 def test_an_empty_lab_dir_setting_means_the_default_not_the_current_directory(monkeypatch, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from verbund112.lab.processes import free_tcp_port, wait_until
+from lab.processes import free_tcp_port, wait_until
 
 TOKEN = "token-for-this-test"
 

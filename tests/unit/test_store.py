@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator, Iterator
 import prometheus_client as prom
 import pytest
 
+from lab.processes import RedisServer
 from overflow.state import SiteSnapshot
 from routing.decision import AmlFix
 from routing.location import Position
-from verbund112.lab.processes import RedisServer
 from verbund112.store import AbandonedChanged, AmlUpdated, RedisSettings, Store, StoreError, keys
 from verbund112.store.records import (
     AbandonedCall,
@@ -210,7 +210,7 @@ async def test_poisoned_announcements_are_skipped_and_the_next_good_one_arrives(
 
 
 async def test_a_store_that_does_not_answer_raises_its_own_error(redis_server: RedisServer) -> None:
-    from verbund112.lab.processes import free_tcp_port
+    from lab.processes import free_tcp_port
 
     store = Store(RedisSettings(url=f"redis://127.0.0.1:{free_tcp_port()}/0", timeout=0.2), prom.CollectorRegistry())
     with pytest.raises(StoreError):

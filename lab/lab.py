@@ -27,9 +27,8 @@ from typing import Any
 
 import yaml
 
-from verbund112 import asterisk_config
-from verbund112.lab import rootfs
-from verbund112.lab.processes import (
+from lab import rootfs
+from lab.processes import (
     LOOPBACK,
     AsteriskSite,
     LabError,
@@ -41,8 +40,9 @@ from verbund112.lab.processes import (
     tcp_accepts,
     wait_until,
 )
+from verbund112 import asterisk_config, shipped
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 SITES = ("jena", "gera")
 CARRIER_ADDRESS = "127.0.0.2"
 BENCH_DESK_ADDRESS = "127.0.0.3"  # the benchmark's answering peer
@@ -263,7 +263,7 @@ LAB_NEIGHBOUR_NUMBER = "+499281112112"
 def lab_rules(directory: Path) -> Path:
     """The shipped rules, with a forwarding number for one neighbour (answered by a sipp stand-in)."""
     shutil.rmtree(directory, ignore_errors=True)
-    shutil.copytree(REPO / "rules", directory)
+    shutil.copytree(shipped.rules_dir(), directory, ignore=shutil.ignore_patterns("__init__.py", "__pycache__"))
     path = directory / "verbund112.yaml"
     text = path.read_text()
     old = 'ils-hochfranken:   {name: "ILS Hochfranken (Hof)"}'
@@ -306,7 +306,7 @@ class Desks:
         self.seats = seats
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.seen: list[dict[str, Any]] = []
-        args = [sys.executable, "-m", "verbund112.lab.dispatchers", "--server", f"{LOOPBACK}:{site.values.sip_port}"]
+        args = [sys.executable, "-m", "lab.desks", "--server", f"{LOOPBACK}:{site.values.sip_port}"]
         for seat in seats:
             password = site.secrets.dispatcher_passwords[seat]
             args += ["--seat", f"{seat}:{password}:{free_udp_port()}:{free_rtp_base(100)}"]
@@ -536,9 +536,7 @@ def up(seats_per_site: int = 2, log: Callable[[str], None] = print) -> LabState:
             service = _start_service(verbund, name, directory)
             processes.append({"role": f"service-{name}", "pid": service.pid, "marker": "verbund112"})
             desks = Desks(site, site.values.dispatchers[:seats_per_site], log_file=directory / f"{name}-desks.log")
-            processes.append(
-                {"role": f"desks-{name}", "pid": desks.process.pid, "marker": "verbund112.lab.dispatchers"}
-            )
+            processes.append({"role": f"desks-{name}", "pid": desks.process.pid, "marker": "lab.desks"})
             wait_until(desks.all_available, 30, f"desks of {name}", desks.process)
             state.sites[name] = {
                 "carrier_sip": f"{CARRIER_ADDRESS} -> {LOOPBACK}:{site.values.sip_port}",

@@ -2,7 +2,7 @@
 
 Run as its own process (pyVoIP works with threads):
 
-    python -m verbund112.lab.dispatchers --server 127.0.0.1:5060 --seat jena-d1:PASSWORD:SIPPORT:RTPPORT ...
+    python -m lab.desks --server 127.0.0.1:5060 --seat jena-d1:PASSWORD:SIPPORT:RTPPORT ...
 
 It prints one JSON object per line on stdout, so a test can wait for the
 event it needs instead of sleeping: {"event": "registered", "seat": ...},

@@ -42,11 +42,12 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lab import lab
+from lab.processes import LOOPBACK, AsteriskSite, free_rtp_base, wait_until
 from routing.decision import AmlFix, CallFacts, SiteStates, decide
 from routing.location import Position
 from routing.rules import load_rules
-from verbund112.lab import agi_client, lab
-from verbund112.lab.processes import LOOPBACK, AsteriskSite, free_rtp_base, wait_until
+from tests.support import agi_client
 from verbund112.rules_holder import SHIPPED_RULES
 
 if TYPE_CHECKING:
@@ -64,7 +65,7 @@ async def bench_pull(total: int, concurrency: int) -> None:
     from pydantic import SecretStr
 
     from aml.pull import AmlPullClient, AmlPullSettings
-    from tests.aml_server import PASSWORD, USERNAME, fix, make_pki, serve
+    from tests.support.aml_server import PASSWORD, USERNAME, fix, make_pki, serve
 
     number = "+4915112345678"
     with tempfile.TemporaryDirectory() as directory:

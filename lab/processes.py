@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab import rootfs
 from verbund112 import asterisk_config
-from verbund112.lab import rootfs
 
 LOOPBACK = "127.0.0.1"
 

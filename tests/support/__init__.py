@@ -1,0 +1,1 @@
+"""Stand-ins for the tests and the bench: an AGI client playing Asterisk, an AML server."""
