@@ -97,6 +97,7 @@ class Service:
                                          ["format", "outcome"], registry=registry)  # fmt: skip
         self.web_port = settings.web.port
         self.started = asyncio.Event()
+        self.stopped = asyncio.Event()  # set when run() has let go of every port and connection
         self._stop = asyncio.Event()
         self._signal_work: set[asyncio.Task[None]] = set()
 
@@ -174,12 +175,15 @@ class Service:
                 for task in owned:
                     task.cancel()
         finally:
-            await self.fastagi.stop()
-            await runner.cleanup()
-            for outbox in (self.call_records, self.move_records):
-                await outbox.drain(DRAIN_S)
-            await self.store.close()
-            log.info("verbund112 %s stopped", self.settings.site)
+            try:
+                await self.fastagi.stop()
+                await runner.cleanup()
+                for outbox in (self.call_records, self.move_records):
+                    await outbox.drain(DRAIN_S)
+                await self.store.close()
+            finally:
+                self.stopped.set()
+                log.info("verbund112 %s stopped", self.settings.site)
 
     # -- AMI ------------------------------------------------------------------
 

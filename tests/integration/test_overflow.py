@@ -297,6 +297,7 @@ async def test_after_a_service_restart_callers_already_waiting_keep_their_call_i
     await first_service.ami.action({"Action": "Setvar", "Channel": joined.channel, "Variable": "V112_MOVED",
                                     "Value": "1"})  # fmt: skip
     first_service.stop()
+    await asyncio.wait_for(first_service.stopped.wait(), 15)  # its ports are free again
 
     again = await start_service("jena")
     await asyncio.wait_for(again.overflow.queue_read.wait(), 10)
