@@ -20,6 +20,7 @@ import prometheus_client as prom
 from aiohttp import web
 
 from routing.decision import Places
+from routing.rules import Rules
 from telephony import events
 from telephony.ami import AmiClient
 from telephony.fastagi import FastAgiServer
@@ -101,7 +102,7 @@ class Service:
         self._stop = asyncio.Event()
         self._signal_work: set[asyncio.Task[None]] = set()
 
-    def _rules(self) -> Any:
+    def _rules(self) -> Rules | None:
         return self.rules.rules
 
     def _places(self) -> Places | None:
