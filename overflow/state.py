@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from overflow.circling import Circling
 from telephony import events
 from telephony.dialplan import INTERSITE_CHANNEL_PREFIX
 
@@ -82,6 +83,7 @@ class SiteSnapshot:
     waiting: tuple[Waiting, ...]  # longest waiting first
     desks: tuple[tuple[str, DeskState], ...]  # sorted by dispatcher
     arrivals: tuple[Arrival, ...] = ()
+    circling: tuple[Circling, ...] = ()  # callers going round between the sites, longest first
 
     def count(self, state: DeskState) -> int:
         return sum(1 for _, desk in self.desks if desk is state)
@@ -106,7 +108,9 @@ class SiteSnapshot:
             "waiting": [_waiting_json(w) for w in self.waiting],
             "desks": {name: state.value for name, state in self.desks},
             "arrivals": [{"call_id": a.call_id, "from_site": a.from_site, "at": a.at} for a in self.arrivals],
-        }
+            "circling": [{"call_id": c.call_id, "entered_at": c.entered_at, "rounds": c.rounds,
+                          "last_round_at": c.last_round_at} for c in self.circling],
+        }  # fmt: skip
 
     @classmethod
     def from_json(cls, data: Any, now: float, max_age_s: float) -> SiteSnapshot:
@@ -126,7 +130,11 @@ class SiteSnapshot:
             arrivals = tuple(
                 Arrival(str(a["call_id"]), str(a["from_site"]), _finite(a["at"])) for a in data.get("arrivals", [])
             )
-            return cls(str(data["site"]), at, bool(data["ami_connected"]), waiting, desks, arrivals)
+            circling = tuple(
+                Circling(str(c["call_id"]), _finite(c["entered_at"]), int(c["rounds"]), _finite(c["last_round_at"]))
+                for c in data.get("circling", [])  # absent from an older partner's snapshot
+            )
+            return cls(str(data["site"]), at, bool(data["ami_connected"]), waiting, desks, arrivals, circling)
         except SnapshotError:
             raise
         except (KeyError, TypeError, ValueError, AttributeError) as exc:

@@ -14,7 +14,8 @@ from typing import Any
 from overflow.state import SiteSnapshot, Waiting, desks_by_state
 
 
-def site_json(snapshot: SiteSnapshot, now: float) -> dict[str, Any]:
+def site_json(snapshot: SiteSnapshot, now: float, circling_alarm_after_s: float) -> dict[str, Any]:
+    longest_circling = max((now - c.entered_at for c in snapshot.circling), default=0.0)
     return {
         "state": "live" if snapshot.ami_connected else "no-asterisk",
         "report_age_s": round(max(0.0, now - snapshot.at), 2),
@@ -23,6 +24,13 @@ def site_json(snapshot: SiteSnapshot, now: float) -> dict[str, Any]:
         "dispatchers": desks_by_state(snapshot),
         "desks": dict(snapshot.desks),
         "calls_waiting": [_waiting_json(w, now) for w in snapshot.waiting],
+        # callers going round between the sites: in no queue for long, so not in "waiting"
+        "circling": {
+            "count": len(snapshot.circling),
+            "longest_s": round(max(0.0, longest_circling), 1),
+            "alarm": longest_circling > circling_alarm_after_s,
+            "callers": [c.to_json(now) for c in snapshot.circling],
+        },
     }
 
 
@@ -41,12 +49,13 @@ def supervisor_json(
     moves_problem: str,
     why_no_move: str,
     now: float,
+    circling_alarm_after_s: float,
 ) -> dict[str, Any]:
-    sites = {own.site: site_json(own, now)}
+    sites = {own.site: site_json(own, now, circling_alarm_after_s)}
     if partner is None:
         sites[partner_site] = {"state": "unknown", "problem": partner_problem}
     else:
-        sites[partner_site] = site_json(partner, now)
+        sites[partner_site] = site_json(partner, now, circling_alarm_after_s)
     by_direction: dict[str, Counter[str]] = {}
     for move in moves:
         direction = f"{move.get('from')}->{move.get('to')}"
@@ -54,6 +63,7 @@ def supervisor_json(
     return {
         "at": now,
         "seen_from": own.site,
+        "circling_alarm_after_s": circling_alarm_after_s,
         "sites": sites,
         "overflow": {
             "last_hour": {direction: dict(counts) for direction, counts in sorted(by_direction.items())},

@@ -201,6 +201,22 @@ class AmiClient:
         first = answer[0] if isinstance(answer, list) else answer
         return str(first.get("Value") or "")
 
+    async def abandoned_outbox(self) -> list[events.CallEnded | events.BadDialplanEvent]:
+        """The unanswered calls the dialplan wrote to AstDB (read only: DBGetTree, write class reporting).
+
+        An entry that does not parse comes back as BadDialplanEvent (never raised).
+        """
+        answer = await self.action({"Action": "DBGetTree", "Family": dialplan.ABANDONED_FAMILY})
+        found: list[events.CallEnded | events.BadDialplanEvent] = []
+        for message in answer if isinstance(answer, list) else [answer]:
+            if str(message.get("Event", "")).lower() != "dbgettreeresponse":
+                continue
+            try:
+                found.append(events.outbox_entry(str(message.get("Key", "")), str(message.get("Val", "")), self.site))
+            except events.DialplanEventError as exc:
+                found.append(events.BadDialplanEvent(self.site, "outbox entry", str(exc)))
+        return found
+
     async def withdraw_caller(self, queue: str, channel: str, info: str) -> None:
         """Take a caller who is still waiting out of the queue, back to the dialplan.
 

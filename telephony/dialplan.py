@@ -18,6 +18,22 @@ GEO_HEADER_LEN = "V112_GEO_HEADER_LEN"  # length of the Geolocation header; "0" 
 GEO_METHOD = "V112_GEO_METHOD"  # GEOLOC_PROFILE(method), filtered
 GEO_LOCATION = "V112_GEO_LOCATION"  # GEOLOC_PROFILE(location_info), up to 1024 characters
 PANI = "V112_PANI"  # P-Access-Network-Info, filtered
+ENTERED_AT = "V112_ENTERED_AT"  # epoch seconds the call entered this site (v112-emergency)
+ENTRY_CHANNEL = "V112_ENTRY_CHANNEL"  # the caller's channel, inherited so the answering leg can mark it
+ANSWERED = "V112_ANSWERED"  # SHARED on the caller's channel: "1" once a dispatcher of either site answered
+ROUND = "V112_ROUND"  # how often neither site took the caller and they went round again
+OUTBOX_KEEP_S = "V112_OUTBOX_KEEP_S"  # global: seconds the abandoned-call outbox in AstDB keeps a call
+
+# -- UserEvents the dialplan raises (AMI read class "user") --
+CALL_ENDED_EVENT = "V112CallEnded"  # the entry channel hung up: CallId, Number, EntrySite, EnteredAt, EndedAt, Answered
+ROUND_EVENT = "V112Round"  # neither site took the caller: CallId, Round, EnteredAt
+ANSWERED_EVENT = "V112Answered"  # a dispatcher of either site answered: CallId
+
+# The abandoned-call outbox in AstDB: <family>/<UTC hour YYYYMMDDHH>/<call id> = OUTBOX_VALUE.
+# Written by the hangup handler (v112-call-end) for every unanswered call, read by the service
+# with DBGetTree after every AMI connect, pruned by the dialplan (the service cannot delete).
+ABANDONED_FAMILY = "v112-abandoned"
+OUTBOX_SEPARATOR = "|"  # number|entry site|entered at|ended at
 
 # what the routing handler reads in its first round trip
 ROUTE_REQUEST_VARIABLES = (CALL_ID, CALLER, GEO_HEADER_LEN, GEO_METHOD, PANI)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -137,7 +138,127 @@ class DispatcherStateChanged:
     in_call: bool
 
 
-SiteEvent = CallEvent | DispatcherStateChanged
+@dataclass(frozen=True, slots=True)
+class CallEnded(CallEvent):
+    """The entry channel of a 112 call hung up (the dialplan's V112CallEnded, or its AstDB outbox entry).
+
+    Raised by the hangup handler whoever routed the call: the one signal of an
+    abandoned call that does not depend on the service having seen the call.
+    """
+
+    caller_number: str
+    entry_site: str
+    entered_at: float
+    ended_at: float
+    answered: bool  # a dispatcher of either site answered
+
+
+@dataclass(frozen=True, slots=True)
+class CallerWentRound(CallEvent):
+    """Neither site took the caller; they go round again (the dialplan's V112Round)."""
+
+    round: int
+    entered_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CallAnswered(CallEvent):
+    """A dispatcher of this site or of the partner answered the caller (the dialplan's V112Answered)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BadDialplanEvent:
+    """A V112 UserEvent (or outbox entry) that does not parse: logged and counted, never raised."""
+
+    site: str
+    name: str
+    problem: str
+
+
+SiteEvent = CallEvent | DispatcherStateChanged | BadDialplanEvent
+
+_CALL_ID_TEXT = re.compile(r"^[-0-9A-Za-z._]{1,80}$")
+_NUMBER_TEXT = re.compile(r"^\+?[0-9]{0,32}$")  # what the dialplan's FILTER(+0-9) leaves
+_SITE_TEXT = re.compile(r"^[a-z][a-z0-9-]{0,15}$")
+
+
+class DialplanEventError(ValueError):
+    """A field of a V112 UserEvent or outbox entry is malformed (the message names the field, not its value)."""
+
+
+def _checked(value: str, pattern: re.Pattern[str], field: str) -> str:
+    if not pattern.match(value):
+        raise DialplanEventError(f"{field} malformed")
+    return value
+
+
+def _epoch(value: str, field: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise DialplanEventError(f"{field} not a number") from None
+    if not math.isfinite(number) or number < 0:
+        raise DialplanEventError(f"{field} out of range")
+    return number
+
+
+def call_ended(
+    site: str, uniqueid: str, linkedid: str, *, call_id: str, number: str, entry_site: str,
+    entered_at: str, ended_at: str, answered: str,
+) -> CallEnded:  # fmt: skip
+    """A CallEnded from the dialplan's text fields; DialplanEventError if one is malformed."""
+    if answered not in ("0", "1"):
+        raise DialplanEventError("Answered malformed")
+    return CallEnded(
+        site=site, call_id=_checked(call_id, _CALL_ID_TEXT, "CallId"), uniqueid=uniqueid, linkedid=linkedid,
+        caller_number=_checked(number, _NUMBER_TEXT, "Number"),
+        entry_site=_checked(entry_site, _SITE_TEXT, "EntrySite"),
+        entered_at=_epoch(entered_at, "EnteredAt"), ended_at=_epoch(ended_at, "EndedAt"), answered=answered == "1",
+    )  # fmt: skip
+
+
+def outbox_entry(key: str, value: str, site: str) -> CallEnded:
+    """An unanswered call from the AstDB outbox (DBGetTree: Key /<family>/<hour>/<call id>, Val)."""
+    parts = key.strip("/").split("/")
+    if len(parts) != 3 or parts[0] != dialplan.ABANDONED_FAMILY:
+        raise DialplanEventError("outbox key malformed")
+    fields = value.split(dialplan.OUTBOX_SEPARATOR)
+    if len(fields) != 4:
+        raise DialplanEventError("outbox value malformed")
+    number, entry_site, entered_at, ended_at = fields
+    call_id = parts[2]
+    return call_ended(site, call_id, call_id, call_id=call_id, number=number, entry_site=entry_site,
+                      entered_at=entered_at, ended_at=ended_at, answered="0")  # fmt: skip
+
+
+def _user_event(m: RawMessage, site: str) -> SiteEvent | None:
+    name = _text(m, "UserEvent")
+    uniqueid = _text(m, "Uniqueid")
+    linkedid = _text(m, "Linkedid") or uniqueid
+    try:
+        if name == dialplan.CALL_ENDED_EVENT:
+            return call_ended(
+                site, uniqueid, linkedid, call_id=_text(m, "CallId"), number=_text(m, "Number"),
+                entry_site=_text(m, "EntrySite"), entered_at=_text(m, "EnteredAt"), ended_at=_text(m, "EndedAt"),
+                answered=_text(m, "Answered"),
+            )  # fmt: skip
+        if name == dialplan.ROUND_EVENT:
+            call_id = _checked(_text(m, "CallId"), _CALL_ID_TEXT, "CallId")
+            try:
+                round_number = int(_text(m, "Round"))
+            except ValueError:
+                raise DialplanEventError("Round not a number") from None
+            if round_number < 1:
+                raise DialplanEventError("Round out of range")
+            entered_at = _epoch(_text(m, "EnteredAt"), "EnteredAt")
+            return CallerWentRound(site=site, call_id=call_id, uniqueid=uniqueid, linkedid=linkedid,
+                                   round=round_number, entered_at=entered_at)  # fmt: skip
+        if name == dialplan.ANSWERED_EVENT:
+            call_id = _checked(_text(m, "CallId"), _CALL_ID_TEXT, "CallId")
+            return CallAnswered(site=site, call_id=call_id, uniqueid=uniqueid, linkedid=linkedid)
+    except DialplanEventError as exc:
+        return BadDialplanEvent(site, name, str(exc))
+    return None  # another UserEvent: not ours
 
 
 def channel_variables(message: RawMessage, header: str = "ChanVariable") -> dict[str, str]:
@@ -283,7 +404,7 @@ def _queue_member_status(m: RawMessage, site: str) -> DispatcherStateChanged:
     )
 
 
-_PARSERS: dict[str, Callable[[RawMessage, str], SiteEvent]] = {
+_PARSERS: dict[str, Callable[[RawMessage, str], SiteEvent | None]] = {
     "queuecallerjoin": _queue_caller_join,
     "queuecallerleave": _queue_caller_leave,
     "queuecallerabandon": _queue_caller_abandon,
@@ -297,6 +418,8 @@ _PARSERS: dict[str, Callable[[RawMessage, str], SiteEvent]] = {
     "queuememberpause": _queue_member_status,
     # the answer to QueueStatus lists members in the same shape
     "queuemember": _queue_member_status,
+    # the dialplan's own events (V112CallEnded, V112Round, V112Answered)
+    "userevent": _user_event,
 }
 
 # Fields without which an event of that kind means nothing.
@@ -305,6 +428,7 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "queuememberpause": ("Queue", "MemberName"),
     "queueentry": ("Queue", "Uniqueid", "Channel"),
     "queuemember": ("Queue", "Name"),
+    "userevent": ("UserEvent",),
 }
 
 

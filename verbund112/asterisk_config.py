@@ -71,6 +71,9 @@ class SiteValues(BaseModel):
     queue_strategy: str = "leastrecent"
     # Seconds. agi_deadline_s bounds the whole FastAGI exchange (TIMEOUT(absolute)).
     agi_deadline_s: int = Field(default=2, ge=1, le=10)
+    # Unanswered calls wait in AstDB this long for the service to collect them (after a restart
+    # or an AMI cut); the hangup handler deletes older hours. Caller numbers: personal data.
+    abandoned_outbox_keep_s: int = Field(default=7200, ge=600, le=86400)
     member_ring_s: int = Field(default=15, ge=1)
     local_wait_s: int = Field(default=20, ge=1)
     partner_ring_s: int = Field(default=20, ge=2)

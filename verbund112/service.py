@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -19,12 +20,15 @@ from typing import Any
 import prometheus_client as prom
 from aiohttp import web
 
+from overflow.state import SiteSnapshot
 from routing.decision import Places
 from routing.rules import Rules
 from telephony import events
 from telephony.ami import AmiClient
 from telephony.fastagi import FastAgiServer
+from verbund112.features.abandoned_calls import AbandonedCalls
 from verbund112.features.aml_polls import AmlPull
+from verbund112.features.circling_callers import CirclingCallers
 from verbund112.features.hub import EventHub
 from verbund112.features.overflow_mover import OverflowMover
 from verbund112.features.partner_watch import PartnerWatch
@@ -61,12 +65,14 @@ class Service:
                                registry=registry)  # fmt: skip
         self.call_records = Outbox("call record", self.store.save_call, dropped)
         self.move_records = Outbox("overflow move", self.store.record_move, dropped)
+        self.abandoned = AbandonedCalls(store=self.store, dropped=dropped, registry=registry)
+        self.circling = CirclingCallers(settings.circling, registry)
         self.overflow = OverflowMover(
             site=site, partner=partner, queue=settings.queue, control=self.ami, rules=self._rules,
             outbox=self.move_records, registry=registry, interval=settings.redis.heartbeat_interval,
         )  # fmt: skip
         self.partner = PartnerWatch(
-            site=site, partner=partner, store=self.store, own_snapshot=self.overflow.snapshot,
+            site=site, partner=partner, store=self.store, own_snapshot=self._own_snapshot,
             on_report=self.overflow.on_partner, interval=settings.redis.heartbeat_interval,
         )  # fmt: skip
         self.routing_metrics = RoutingMetrics(registry)
@@ -89,7 +95,9 @@ class Service:
                                registry=registry)  # fmt: skip
         self.aml_pull = AmlPull(site=site, settings=settings.aml_pull, store=self.store,
                                 retention_s=settings.aml.retention_s, hub=self.hub, registry=registry)  # fmt: skip
-        self.supervision = SupervisorView(mover=self.overflow, watch=self.partner, store=self.store)
+        self.supervision = SupervisorView(mover=self.overflow, watch=self.partner, store=self.store,
+                                          own_snapshot=self._own_snapshot,
+                                          circling_alarm_after_s=settings.circling.alarm_after_s)  # fmt: skip
         self.ami_events = prom.Counter("verbund112_ami_call_events", "typed AMI events", ["kind"], registry=registry)
         prom.Gauge("verbund112_ami_connected", "1 while logged in to AMI", registry=registry).set_function(
             lambda: 1.0 if self.ami.is_connected else 0.0
@@ -104,6 +112,10 @@ class Service:
 
     def _rules(self) -> Rules | None:
         return self.rules.rules
+
+    def _own_snapshot(self, now: float) -> SiteSnapshot:
+        """This site's queue and the callers going round, for the partner and the supervisor view."""
+        return dataclasses.replace(self.overflow.snapshot(now), circling=self.circling.callers(now))
 
     def _places(self) -> Places | None:
         """District and centre lookups with the rules in force (none loaded: cards without them)."""
@@ -148,6 +160,7 @@ class Service:
             "partner-watch": self.partner.run,
             "call-records": self.call_records.run,
             "move-records": self.move_records.run,
+            "abandoned-calls": self.abandoned.outbox.run,
             "screen-pops": self.pops.follow_events,
             "announcements": self.pops.follow_announcements,
             "overflow": self.overflow.run,
@@ -179,7 +192,7 @@ class Service:
             try:
                 await self.fastagi.stop()
                 await runner.cleanup()
-                for outbox in (self.call_records, self.move_records):
+                for outbox in (self.call_records, self.move_records, self.abandoned.outbox):
                     await outbox.drain(DRAIN_S)
                 await self.store.close()
             finally:
@@ -191,14 +204,22 @@ class Service:
     def _on_ami_event(self, event: events.SiteEvent) -> None:
         self.ami_events.labels(type(event).__name__).inc()
         self.overflow.on_event(event)
+        self.abandoned.on_event(event)
+        self.circling.on_event(event)
         self.hub.publish(event)
 
     async def _on_ami_connected(self, ami: AmiClient) -> None:
-        # events may have been missed while disconnected: the queue is read afresh
-        listed = await ami.queue_status(self.settings.queue)
-        self.overflow.on_queue_status(listed)
-        for item in listed:
-            self.hub.publish(item)
+        # events may have been missed while disconnected: the queue is read afresh, callers
+        # going round come back at their next round, and calls that ended meanwhile are in
+        # the dialplan's AstDB outbox
+        self.circling.reconnected()
+        try:
+            listed = await ami.queue_status(self.settings.queue)
+            self.overflow.on_queue_status(listed)
+            for item in listed:
+                self.hub.publish(item)
+        finally:
+            await self.abandoned.collect_outbox(ami)
 
 
 @contextlib.asynccontextmanager

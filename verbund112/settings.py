@@ -7,7 +7,8 @@ belong in the environment, not in the file. See docs/configuration.md.
 
 Sections: ``ami`` (telephony.ami), ``fastagi`` (telephony.fastagi), ``redis``
 (verbund112.store), ``web`` and ``aml`` (web.settings), ``aml_pull``
-(aml.pull), ``log`` (verbund112.logs).
+(aml.pull), ``log`` (verbund112.logs), ``circling``
+(verbund112.features.circling_callers).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pydantic_settings import (
 from aml.pull import AmlPullSettings
 from telephony.ami import AmiSettings
 from telephony.fastagi import FastAgiSettings
+from verbund112.features.circling_callers import CirclingSettings
 from verbund112.logs import LogSettings
 from verbund112.store import RedisSettings
 from web.settings import AmlIntakeSettings, WebSettings
@@ -53,6 +55,7 @@ class Settings(BaseSettings):
     aml: AmlIntakeSettings = AmlIntakeSettings()
     aml_pull: AmlPullSettings = AmlPullSettings()
     log: LogSettings = LogSettings()
+    circling: CirclingSettings = CirclingSettings()
 
     @property
     def queue(self) -> str:

@@ -40,8 +40,8 @@ def test_dispatchers_are_queue_members_named_by_their_id(rendered) -> None:
 def test_the_ami_user_gets_only_the_classes_it_needs(rendered) -> None:
     _, secrets, files = rendered
     manager = files["manager.conf"]
-    assert re.search(r"^read = call,agent$", manager, re.M)
-    assert re.search(r"^write = call,agent$", manager, re.M)
+    assert re.search(r"^read = call,agent,user$", manager, re.M)
+    assert re.search(r"^write = call,agent,reporting$", manager, re.M)
     for forbidden in ("system", "config", "command", "originate", "all"):
         assert not re.search(rf"^(read|write) = .*\b{forbidden}\b", manager, re.M)
     assert f"secret = {secrets.ami_secret}" in manager

@@ -68,14 +68,16 @@ def bad(store: Store, what: str) -> float:
     return store.bad_values.labels(what)._value.get()
 
 
-def good_fix(at: float = 1_700_000_000.0) -> AmlFixRecord:
+def good_fix(at: float | None = None) -> AmlFixRecord:
+    at = time.time() - 1 if at is None else at
     return AmlFixRecord.of(AmlFix(Position(50.93, 11.59, 12.0, "Circle", "GNSS"), at), at + 1, format="https")
 
 
 async def test_a_good_fix_round_trips(store: Store) -> None:
-    await store.add_aml_fix(NUMBER, good_fix(), ttl_s=60)
+    at = time.time() - 1
+    await store.add_aml_fix(NUMBER, good_fix(at), ttl_s=60)
     fix = await store.latest_aml_fix(NUMBER)
-    assert fix is not None and (fix.position.lat, fix.position.radius_m, fix.time) == (50.93, 12.0, 1_700_000_000.0)
+    assert fix is not None and (fix.position.lat, fix.position.radius_m, fix.time) == (50.93, 12.0, at)
     assert 0 < await store.redis.ttl(keys.aml(NUMBER)) <= 60
 
 
@@ -87,11 +89,12 @@ async def test_a_poisoned_newest_fix_is_no_fix(store: Store, poison: bytes) -> N
 
 
 async def test_a_trail_keeps_its_good_fixes_around_the_poison(store: Store) -> None:
-    await store.add_aml_fix(NUMBER, good_fix(1_700_000_000.0), ttl_s=60)
+    first, second = time.time() - 10, time.time() - 5
+    await store.add_aml_fix(NUMBER, good_fix(first), ttl_s=60)
     await store.redis.lpush(keys.aml(NUMBER), *POISON)
-    await store.add_aml_fix(NUMBER, good_fix(1_700_000_100.0), ttl_s=60)
+    await store.add_aml_fix(NUMBER, good_fix(second), ttl_s=60)
     trail = await store.aml_trail(NUMBER)
-    assert [fix.time for fix in trail] == [1_700_000_100.0, 1_700_000_000.0]
+    assert [fix.time for fix in trail] == [second, first]
     assert bad(store, "aml-fix") == len(POISON)
 
 
@@ -120,7 +123,7 @@ async def test_a_call_record_round_trips_with_its_index(store: Store) -> None:
     )  # fmt: skip
     assert data.record == record
     assert [c.call_id for c in data.earlier_calls] == ["jena-1.1"]
-    assert await store.was_answered("jena-1.1")
+    assert await store.redis.exists(keys.answered("jena-1.1"))
 
 
 async def test_poisoned_members_of_a_numbers_index_are_skipped(store: Store) -> None:
@@ -133,7 +136,7 @@ async def test_poisoned_members_of_a_numbers_index_are_skipped(store: Store) -> 
 
 async def test_poisoned_entries_of_the_callback_list_are_skipped(store: Store) -> None:
     now = time.time()
-    await store.add_abandoned(AbandonedCall(call_id="jena-3.1", caller=NUMBER, site="jena", at=now, waited_s=12))
+    await store.add_abandoned_once(AbandonedCall(call_id="jena-3.1", caller=NUMBER, site="jena", at=now, waited_s=12))
     await store.redis.zadd(keys.ABANDONED_KEY, {b"jena-3.2": now, NOT_UTF8: now, b"jena-3.3": now})
     await store.redis.set(keys.abandoned_entry("jena-3.2"), BROKEN_JSON)
     await store.redis.set(keys.abandoned_entry("jena-3.3"), b'{"call_id": "jena-3.3", "caller": 5}')
@@ -217,3 +220,85 @@ async def test_a_store_that_does_not_answer_raises_its_own_error(redis_server: R
         await store.latest_aml_fix(NUMBER)
     assert store.reachable is False
     await store.close()
+
+
+# -- the callback list: each abandoned call once ------------------------------------
+
+
+def abandoned(call_id: str, at: float | None = None) -> AbandonedCall:
+    return AbandonedCall(call_id=call_id, caller=NUMBER, site="jena", at=time.time() if at is None else at, waited_s=7)
+
+
+async def test_an_abandoned_call_reported_twice_is_listed_once_and_not_again_after_its_callback(store: Store) -> None:
+    assert await store.add_abandoned_once(abandoned("jena-6.1")) == "added"
+    assert await store.add_abandoned_once(abandoned("jena-6.1")) == "seen"  # the outbox entry after a reconnect
+    assert [c.call_id for c in await store.abandoned_calls()] == ["jena-6.1"]
+    assert await store.callback_done("jena-6.1") is True
+    assert await store.add_abandoned_once(abandoned("jena-6.1")) == "seen"
+    assert await store.abandoned_calls() == []
+
+
+async def test_a_call_a_dispatcher_answered_is_never_listed(store: Store) -> None:
+    await store.redis.set(keys.answered("jena-6.2"), b'{"site": "gera", "dispatcher": "gera-d1", "at": 1}')
+    assert await store.add_abandoned_once(abandoned("jena-6.2")) == "answered"
+    assert await store.abandoned_calls() == []
+
+
+async def test_an_abandoned_call_older_than_the_retention_is_not_listed(store: Store) -> None:
+    assert await store.add_abandoned_once(abandoned("jena-6.3", at=time.time() - 3700)) == "expired"
+    assert await store.abandoned_calls() == []
+
+
+# -- retention: an entry never outlives its deadline, whatever is appended later -----
+
+
+@pytest.fixture
+async def short_store(redis_server: RedisServer) -> AsyncIterator[Store]:
+    """A store whose personal data lives 100 s."""
+    store = Store(RedisSettings(url=redis_server.url, timeout=1.0, personal_data_max_age_s=100),
+                  prom.CollectorRegistry())  # fmt: skip
+    await store.redis.flushdb()
+    yield store
+    await store.close()
+
+
+async def ttl_s(store: Store, key: str) -> float:
+    return float(await store.redis.pttl(key)) / 1000
+
+
+async def test_appending_to_a_numbers_calls_does_not_extend_the_oldest_calls_life(short_store: Store) -> None:
+    now = time.time()
+    for call_id, at in (("jena-7.1", now - 60), ("jena-7.2", now)):
+        await short_store.save_call(CallRecord(call_id=call_id, routed_at=at, entry_site="jena", caller=NUMBER,
+                                               route="local"))  # fmt: skip
+    index = keys.calls_by_number(NUMBER)
+    assert 30 < await ttl_s(short_store, index) <= 40  # the oldest call's deadline: 100 s after it, 60 s ago
+    await short_store.save_call(CallRecord(call_id="jena-7.3", routed_at=now - 101, entry_site="jena",
+                                           caller=NUMBER, route="local"))  # fmt: skip
+    assert [m.decode() for m in await short_store.redis.zrange(index, 0, -1)] == ["jena-7.1", "jena-7.2"]
+    assert 0 < await ttl_s(short_store, keys.call("jena-7.2")) <= 100
+
+
+async def test_appending_to_an_aml_trail_does_not_extend_the_oldest_fixs_life(short_store: Store) -> None:
+    now = time.time()
+    await short_store.add_aml_fix(NUMBER, good_fix(now - 71), ttl_s=3600)  # received 70 s ago
+    await short_store.add_aml_fix(NUMBER, good_fix(now - 1), ttl_s=3600)
+    assert 20 < await ttl_s(short_store, keys.aml(NUMBER)) <= 30
+    await short_store.add_aml_fix(NUMBER, good_fix(now - 1), ttl_s=50)  # a shorter aml.retention_s drops the old one
+    assert [f.time for f in await short_store.aml_trail(NUMBER)] == [now - 1, now - 1]
+    assert 40 < await ttl_s(short_store, keys.aml(NUMBER)) <= 50
+
+
+async def test_the_callback_list_expires_with_its_oldest_call(short_store: Store) -> None:
+    now = time.time()
+    await short_store.add_abandoned_once(abandoned("jena-8.1", at=now - 80))
+    await short_store.add_abandoned_once(abandoned("jena-8.2", at=now))
+    assert 10 < await ttl_s(short_store, keys.ABANDONED_KEY) <= 20
+    assert 10 < await ttl_s(short_store, keys.abandoned_entry("jena-8.1")) <= 20
+    assert 90 < await ttl_s(short_store, keys.abandoned_entry("jena-8.2")) <= 100
+
+
+async def test_a_creation_time_in_the_future_counts_as_now(short_store: Store) -> None:
+    await short_store.add_abandoned_once(abandoned("jena-8.3", at=time.time() + 10_000))
+    assert await ttl_s(short_store, keys.ABANDONED_KEY) <= 100
+    assert await ttl_s(short_store, keys.abandoned_entry("jena-8.3")) <= 100

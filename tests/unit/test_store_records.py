@@ -22,13 +22,17 @@ def test_every_key_the_store_spells_is_in_the_table() -> None:
     patterns = {e.pattern for e in keys.TABLE}
     spelled = [keys.aml("<e164>"), keys.call("<call id>"), keys.calls_by_number("<e164>"), keys.answered("<call id>"),
                keys.abandoned_entry("<call id>"), keys.heartbeat("<site>"), keys.AML_UPDATES_CHANNEL,
-               keys.ABANDONED_CHANNEL, keys.ABANDONED_KEY, keys.MOVES_KEY, keys.AUDIT_KEY]  # fmt: skip
+               keys.ABANDONED_CHANNEL, keys.ABANDONED_KEY, keys.MOVES_KEY, keys.AUDIT_KEY,
+               keys.abandoned_seen("<call id>")]  # fmt: skip
     assert sorted(spelled) == sorted(patterns)
 
 
 def test_personal_data_is_kept_60_minutes_at_most() -> None:
     assert keys.PERSONAL_DATA_TTL_S <= 3600
     assert all("60 min" in e.expiry or e.kind == "channel" for e in keys.TABLE if e.personal)
+    assert all(
+        e.max_age_s is not None and e.max_age_s <= 3600 for e in keys.TABLE if e.personal and e.kind != "channel"
+    )
 
 
 @pytest.mark.parametrize(

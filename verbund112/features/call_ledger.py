@@ -5,9 +5,8 @@
 - A dispatcher of this site *answers* it (or a call of the partner): that
   dispatcher's card is kept until the call completes, for a screen that
   reconnects mid-call.
-- The entry channel *hangs up*: a call answered here is done; any other needs
-  one question to the store (answered at the partner after a move?), and if
-  not, it is abandoned and goes onto the callback list.
+- The entry channel *hangs up*: the call leaves the ledger (whether it was
+  abandoned is the dialplan's report, see features/abandoned_calls.py).
 - A hangup the service missed (AMI cut at that moment) leaves an entry behind;
   ``expire`` hands such entries back after ``max_age_s`` so they are not kept
   for ever and the driver can say so.
@@ -61,7 +60,7 @@ class CallLedger:
             self._answered_here.add(call_id)
 
     def hung_up(self, uniqueid: str) -> Entered | None:
-        """A channel hung up. The entry to check for an answer elsewhere, or None (nothing to do)."""
+        """A channel hung up. Its entry if not answered here, or None (answered here, or not an entry)."""
         entry = self._entries.pop(uniqueid, None)
         if entry is None:
             return None  # not an entry channel of ours (a desk, a trunk leg), or already gone

@@ -7,9 +7,9 @@ the store has (the entry site's record for a call from the partner, the AML
 trail, earlier calls of the number), read in one round trip, and handed to
 the screens (a Screens seam: web.notifier queues it for that dispatcher's
 WebSockets, and only theirs; nothing here waits for a browser). AML updates
-announced by any site reach the dispatcher holding the call. Calls that
-entered here and ended before any dispatcher of either site answered go onto
-the Verbund's callback list.
+announced by any site reach the dispatcher holding the call, and changes of
+the Verbund's callback list reach every screen (the list itself is filled by
+abandoned_calls.py from the dialplan's own report of each call's end).
 """
 
 from __future__ import annotations
@@ -46,8 +46,6 @@ class PopStore(Protocol):
         self, number: str, since: float, most: int
     ) -> tuple[list[AmlFixRecord], list[EarlierCall]]: ...
     async def aml_trail(self, e164: str) -> list[AmlFixRecord]: ...
-    async def was_answered(self, call_id: str) -> bool: ...
-    async def add_abandoned(self, entry: AbandonedCall) -> None: ...
     async def abandoned_calls(self) -> list[AbandonedCall]: ...
     async def callback_done(self, call_id: str) -> bool: ...
     def announcements(self) -> AsyncIterator[Announcement]: ...
@@ -169,23 +167,13 @@ class ScreenPops:
         sent = self._screens.send(event.dispatcher, card)
         log.info("call card pushed to dispatcher %s (%d screens)", event.dispatcher, sent)
 
-    # -- hung up: abandoned? ---------------------------------------------------------
+    # -- hung up: the call leaves the ledger ------------------------------------------
 
     async def _hung_up(self, event: events.ChannelHungUp) -> None:
-        now = self._clock()
-        for lost in self.ledger.expire(now):
+        for lost in self.ledger.expire(self._clock()):
             self.lost_hangups.inc()
             log.warning("call %s: no hangup seen within %.0f h; forgotten", lost.call_id, self.ledger.max_age_s / 3600)
-        entry = self.ledger.hung_up(event.uniqueid)
-        if entry is None:
-            return
-        if await self._store.was_answered(entry.call_id):
-            return  # answered at the partner (after a move, or routed there)
-        await self._store.add_abandoned(
-            AbandonedCall(call_id=entry.call_id, caller=entry.caller, site=self.site, at=now,
-                          waited_s=max(0.0, round(now - entry.at)))
-        )  # fmt: skip
-        log.info("call %s abandoned before an answer: on the callback list", entry.call_id)
+        self.ledger.hung_up(event.uniqueid)
 
     # -- what the screens ask for ---------------------------------------------------
 

@@ -1,7 +1,11 @@
 """Every Redis key and channel of the Verbund, in one table.
 
 Both sites share one Redis. Caller numbers and positions are personal data:
-nothing that holds them lives longer than PERSONAL_DATA_TTL_S (60 minutes).
+no entry that holds them lives longer than PERSONAL_DATA_TTL_S (60 minutes; the
+setting redis.personal_data_max_age_s may make it shorter) after it was
+written, whatever is appended to its key later (retention.py). ``max_age_s``
+of each entry is the most its key's TTL can ever be (tests read every key's TTL
+against it).
 docs/store.md is this table for operators; tests/unit/test_store_records.py
 checks the two agree.
 """
@@ -17,6 +21,10 @@ AML_TRAIL_KEEP = 100  # fixes per number
 # A number that calls again and again (a pocket dial, a stuck PBX) must not make every card
 # heavier: each number keeps its newest calls only, and a card shows the newest few.
 CALLS_PER_NUMBER_KEPT = 100
+# An abandoned call is listed once: its mark outlives its entry on the callback list (which the
+# store refuses once it is older than the personal-data maximum), so a late report of it (the
+# dialplan's AstDB outbox read after an AMI reconnect) never lists it again.
+ABANDONED_SEEN_S = 2 * PERSONAL_DATA_TTL_S
 
 
 @dataclass(frozen=True)
@@ -26,6 +34,7 @@ class Entry:
     holds: str  # the record (verbund112.store.records) or value
     expiry: str
     personal: bool
+    max_age_s: int | None  # the longest TTL the key can have; None: a channel, or kept without expiry
 
 
 TABLE: tuple[Entry, ...] = (
@@ -33,8 +42,9 @@ TABLE: tuple[Entry, ...] = (
         "v112:aml:<e164>",
         "list",
         "AmlFixRecord, newest first, at most 100",
-        "aml.retention_s (≤ 60 min) after the last fix",
+        "aml.retention_s (≤ 60 min) after each fix was received; the list expires with its oldest fix",
         True,
+        PERSONAL_DATA_TTL_S,
     ),
     Entry(
         "v112:aml-updates",
@@ -42,6 +52,7 @@ TABLE: tuple[Entry, ...] = (
         "an E.164 number whose trail has a new fix",
         "-",
         True,
+        None,
     ),
     Entry(
         "v112:call:<call id>",
@@ -49,13 +60,15 @@ TABLE: tuple[Entry, ...] = (
         "CallRecord: what the entry site knew (caller, location, decision)",
         "60 min",
         True,
+        PERSONAL_DATA_TTL_S,
     ),
     Entry(
         "v112:calls-by-number:<e164>",
         "sorted set",
         "call ids of a number by time, newest 100",
-        "60 min",
+        "60 min after each call; the set expires with its oldest call",
         True,
+        PERSONAL_DATA_TTL_S,
     ),
     Entry(
         "v112:answered:<call id>",
@@ -63,20 +76,23 @@ TABLE: tuple[Entry, ...] = (
         "AnsweredMark: site and dispatcher that answered",
         "60 min",
         False,
+        PERSONAL_DATA_TTL_S,
     ),
     Entry(
         "v112:abandoned",
         "sorted set",
         "call ids of abandoned calls by time",
-        "60 min",
+        "60 min after each call ended; the set expires with its oldest call",
         False,
+        PERSONAL_DATA_TTL_S,
     ),
     Entry(
         "v112:abandoned:<call id>",
         "string",
         "AbandonedCall: caller, site, time, wait",
-        "60 min",
+        "60 min after the call ended",
         True,
+        PERSONAL_DATA_TTL_S,
     ),
     Entry(
         "v112:abandoned-updates",
@@ -84,6 +100,7 @@ TABLE: tuple[Entry, ...] = (
         "a call id added to or removed from the callback list",
         "-",
         False,
+        None,
     ),
     Entry(
         "v112:site:<site>:heartbeat",
@@ -91,13 +108,23 @@ TABLE: tuple[Entry, ...] = (
         "SiteSnapshot (overflow.state): liveness and queue",
         "redis.heartbeat_ttl",
         False,
+        None,
     ),
     Entry(
         "v112:overflow:moves",
         "sorted set",
         "MoveRecord: overflow moves of both directions by time",
-        "60 min",
+        "60 min after each move; the set expires with its oldest move",
         False,
+        MOVES_KEEP_S,
+    ),
+    Entry(
+        "v112:abandoned-seen:<call id>",
+        "string",
+        "a mark: this call was put on the callback list once (never again)",
+        "2 h",
+        False,
+        ABANDONED_SEEN_S,
     ),
     Entry(
         "v112:rules:audit",
@@ -105,6 +132,7 @@ TABLE: tuple[Entry, ...] = (
         "AuditEntry: who changed the rules, when, what; newest 1000",
         "none",
         False,
+        None,
     ),
 )
 
@@ -133,6 +161,10 @@ def answered(call_id: str) -> str:
 
 def abandoned_entry(call_id: str) -> str:
     return f"{ABANDONED_KEY}:{call_id}"
+
+
+def abandoned_seen(call_id: str) -> str:
+    return f"v112:abandoned-seen:{call_id}"
 
 
 def heartbeat(site: str) -> str:

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from overflow.state import SiteSnapshot, SnapshotError
 from routing.decision import AmlFix
-from verbund112.store import keys
+from verbund112.store import keys, retention
 from verbund112.store.records import (
     AbandonedCall,
     AmlFixRecord,
@@ -55,6 +55,12 @@ class RedisSettings(BaseModel):
     heartbeat_interval: float = Field(default=0.5, gt=0)
     # A site that stops is seen as gone after at most heartbeat_ttl + heartbeat_interval (2 s).
     heartbeat_ttl: float = Field(default=1.5, gt=0, description="partner counts as unknown after this")
+    # Every entry with a caller number or a position is gone this long after it was written, at the
+    # latest, whatever is appended to its key later (verbund112/store/retention.py).
+    personal_data_max_age_s: int = Field(
+        default=keys.PERSONAL_DATA_TTL_S, ge=1, le=keys.PERSONAL_DATA_TTL_S,
+        description="seconds a caller number or position may stay in Redis",
+    )  # fmt: skip
 
 
 class StoreError(Exception):
@@ -109,6 +115,7 @@ class Store:
     def __init__(self, settings: RedisSettings, registry: prom.CollectorRegistry) -> None:
         self.settings = settings
         self.within = settings.timeout
+        self.max_age_s = settings.personal_data_max_age_s
         self.redis = aioredis.Redis.from_url(
             settings.url, socket_timeout=settings.timeout, socket_connect_timeout=settings.timeout
         )
@@ -189,16 +196,17 @@ class Store:
         return None if record is None else record.to_fix()
 
     async def add_aml_fix(self, e164: str, record: AmlFixRecord, ttl_s: int) -> None:
-        """Prepend a fix to the number's trail, renew its expiry, tell the other services."""
-        key = keys.aml(e164)
+        """Prepend a fix to the number's trail and tell the other services.
 
-        def fill(pipe: Any) -> None:
-            pipe.lpush(key, record.to_json())
-            pipe.ltrim(key, 0, keys.AML_TRAIL_KEEP - 1)
-            pipe.expire(key, min(ttl_s, keys.PERSONAL_DATA_TTL_S))
-            pipe.publish(keys.AML_UPDATES_CHANNEL, e164)  # the number only: subscribers read the store
-
-        await self._pipeline(fill)
+        Each fix is gone ``ttl_s`` (at most the personal-data maximum) after it was received:
+        older fixes are dropped and the trail expires with its oldest fix, never later.
+        """
+        max_age = min(ttl_s, self.max_age_s)
+        # the number only on the channel: subscribers read the store
+        await self._guarded(self.redis.eval(
+            retention.ADD_TO_TRAIL, 1, keys.aml(e164),
+            record.to_json(), max_age, keys.AML_TRAIL_KEEP, keys.AML_UPDATES_CHANNEL, e164,
+        ))  # fmt: skip
 
     async def aml_trail(self, e164: str) -> list[AmlFixRecord]:
         raw = await self._guarded(self.redis.lrange(keys.aml(e164), 0, keys.AML_TRAIL_KEEP - 1))
@@ -211,13 +219,10 @@ class Store:
         caller = record.caller
 
         def fill(pipe: Any) -> None:
-            pipe.set(keys.call(record.call_id), record.to_json(), ex=keys.PERSONAL_DATA_TTL_S)
+            pipe.set(keys.call(record.call_id), record.to_json(), ex=self.max_age_s)
             if _E164.match(caller):
-                index = keys.calls_by_number(caller)
-                pipe.zadd(index, {record.call_id: record.routed_at})
-                pipe.zremrangebyscore(index, 0, record.routed_at - keys.PERSONAL_DATA_TTL_S)
-                pipe.zremrangebyrank(index, 0, -keys.CALLS_PER_NUMBER_KEPT - 1)
-                pipe.expire(index, keys.PERSONAL_DATA_TTL_S)
+                pipe.eval(retention.ADD_SCORED, 1, keys.calls_by_number(caller),
+                          record.call_id, record.routed_at, self.max_age_s, keys.CALLS_PER_NUMBER_KEPT)  # fmt: skip
 
         await self._pipeline(fill)
 
@@ -230,7 +235,7 @@ class Store:
         """Mark a call answered and read what its card needs, in one round trip."""
 
         def fill(pipe: Any) -> None:
-            pipe.set(keys.answered(call_id), mark.to_json(), ex=keys.PERSONAL_DATA_TTL_S)
+            pipe.set(keys.answered(call_id), mark.to_json(), ex=self.max_age_s)
             if need_record:
                 pipe.get(keys.call(call_id))
             if number is not None:
@@ -267,26 +272,27 @@ class Store:
                     self._bad("calls-by-number", "score")
         return calls
 
-    async def was_answered(self, call_id: str) -> bool:
-        return bool(await self._guarded(self.redis.exists(keys.answered(call_id))))
-
     # -- the callback list ---------------------------------------------------------
 
-    async def add_abandoned(self, entry: AbandonedCall) -> None:
-        """An index (sorted by time) plus one key per call, each expiring after 60 minutes."""
+    async def add_abandoned_once(self, entry: AbandonedCall) -> str:
+        """Put an abandoned call on the callback list, once per call id, unless a dispatcher answered it.
 
-        def fill(pipe: Any) -> None:
-            pipe.set(keys.abandoned_entry(entry.call_id), entry.to_json(), ex=keys.PERSONAL_DATA_TTL_S)
-            pipe.zadd(keys.ABANDONED_KEY, {entry.call_id: entry.at})
-            pipe.zremrangebyscore(keys.ABANDONED_KEY, 0, time.time() - keys.PERSONAL_DATA_TTL_S)
-            pipe.expire(keys.ABANDONED_KEY, keys.PERSONAL_DATA_TTL_S)
-            pipe.publish(keys.ABANDONED_CHANNEL, entry.call_id)
-
-        await self._pipeline(fill)
+        Idempotent: the same call reported again (its UserEvent, then its AstDB outbox entry
+        after an AMI reconnect) is not listed twice, nor again after its callback was done.
+        An index (sorted by time) plus one key per call, each gone the personal-data maximum
+        after the call ended. Returns "added", "seen", "answered" or "expired".
+        """
+        result = await self._guarded(self.redis.eval(
+            retention.ADD_ABANDONED_ONCE, 4,
+            keys.abandoned_seen(entry.call_id), keys.answered(entry.call_id), keys.abandoned_entry(entry.call_id),
+            keys.ABANDONED_KEY,
+            entry.call_id, entry.to_json(), entry.at, self.max_age_s, keys.ABANDONED_SEEN_S, keys.ABANDONED_CHANNEL,
+        ))  # fmt: skip
+        return result.decode() if isinstance(result, bytes) else str(result)
 
     async def abandoned_calls(self) -> list[AbandonedCall]:
         raw_ids = await self._guarded(
-            self.redis.zrevrangebyscore(keys.ABANDONED_KEY, "+inf", time.time() - keys.PERSONAL_DATA_TTL_S)
+            self.redis.zrevrangebyscore(keys.ABANDONED_KEY, "+inf", time.time() - self.max_age_s)
         )
         ids = [i for raw in raw_ids if (i := self._text("abandoned", raw, _CALL_ID)) is not None]
         if not ids:
@@ -308,12 +314,10 @@ class Store:
     async def record_move(self, entry: MoveRecord) -> None:
         """One overflow move and its outcome, for the supervisor view (kept one hour)."""
 
-        def fill(pipe: Any) -> None:
-            pipe.zadd(keys.MOVES_KEY, {json.dumps(entry.as_dict(), sort_keys=True): entry.at})
-            pipe.zremrangebyscore(keys.MOVES_KEY, 0, time.time() - keys.MOVES_KEEP_S)
-            pipe.expire(keys.MOVES_KEY, keys.MOVES_KEEP_S)
-
-        await self._pipeline(fill)
+        await self._guarded(self.redis.eval(
+            retention.ADD_SCORED, 1, keys.MOVES_KEY,
+            json.dumps(entry.as_dict(), sort_keys=True), entry.at, keys.MOVES_KEEP_S, 0,
+        ))  # fmt: skip
 
     async def recent_moves(self, since: float) -> list[MoveRecord]:
         raw = await self._guarded(self.redis.zrangebyscore(keys.MOVES_KEY, since, "+inf"))
