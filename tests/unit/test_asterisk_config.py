@@ -41,11 +41,16 @@ def test_the_ami_user_gets_only_the_classes_it_needs(rendered) -> None:
     _, secrets, files = rendered
     manager = files["manager.conf"]
     assert re.search(r"^read = call,agent$", manager, re.M)
-    assert re.search(r"^write = call,agent$", manager, re.M)
+    # Getvar and DBGetTree need reporting; QueueStatus, QueueWithdrawCaller and Ping no class at all
+    assert re.search(r"^write = reporting$", manager, re.M)
     for forbidden in ("system", "config", "command", "originate", "all"):
         assert not re.search(rf"^(read|write) = .*\b{forbidden}\b", manager, re.M)
     assert f"secret = {secrets.ami_secret}" in manager
     assert "bindaddr = 127.0.0.1" in manager
+    user = manager.split("[verbund112]")[1]
+    assert re.findall(r"^(deny|permit) = (.*)$", user, re.M) == [
+        ("deny", "0.0.0.0/0.0.0.0"), ("deny", "::/0"), ("permit", "127.0.0.1/32"),
+    ]  # fmt: skip
 
 
 def test_carrier_is_matched_by_address_and_keeps_pidf_lo(rendered) -> None:
@@ -90,11 +95,19 @@ def test_the_rendered_files_differ_only_in_site_values() -> None:
         ({"partner_queue_wait_s": 30, "partner_ring_s": 20}, "shorter"),
         ({"dispatchers": ["Jena D1"]}, "pattern"),
         ({"dispatchers": []}, "at least 1"),
+        ({"ami_permit": ["10.0.0.0/24"]}, "is a network"),
+        ({"ami_permit": []}, "at least 1"),
+        ({"ami_bind_address": "0.0.0.0"}, "every address"),
     ],
 )
 def test_invalid_site_values_are_refused(change: dict, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         asterisk_config.load_site("jena", **change)
+
+
+def test_the_ami_permit_takes_single_hosts_in_any_spelling() -> None:
+    site = asterisk_config.load_site("jena", ami_permit=["192.0.2.7", "192.0.2.8/255.255.255.255", "2001:db8::7"])
+    assert site.ami_permit == ["192.0.2.7/32", "192.0.2.8/32", "2001:db8::7/128"]
 
 
 def test_secrets_cannot_inject_configuration() -> None:
