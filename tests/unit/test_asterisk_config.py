@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import shutil
 import subprocess
@@ -65,12 +66,26 @@ def test_carrier_is_matched_by_address_and_keeps_pidf_lo(rendered) -> None:
 def test_the_dialplan_never_hangs_up_on_a_112_caller(rendered) -> None:
     _, _, files = rendered
     dialplan = files["extensions.conf"]
-    for context in ("v112-emergency", "v112-local", "v112-partner"):
+    for context in ("v112-emergency", "v112-local", "v112-partner", "v112-external"):
         body = dialplan.split(f"[{context}]")[1].split("\n[")[0]
         assert "Hangup" not in body, context
     # the only Hangup refuses the partner's leg; the partner keeps the caller
     assert dialplan.count("Hangup(") == 1
     assert "Hangup(34)" in dialplan.split("[from-intersite]")[1]
+
+
+def test_a_caller_still_on_the_line_after_the_external_leg_goes_to_the_local_queue() -> None:
+    site = asterisk_config.load_site("jena", carrier_outbound_uri="sip:192.0.2.10:5060")
+    dialplan = asterisk_config.render(site, asterisk_config.SiteSecrets.generate(site))["extensions.conf"]
+    external = dialplan.split("[v112-external]")[1].split("\n[")[0]
+    (dial,) = re.findall(r"^ same => n,Dial\((.*)\)$", external, re.M)
+    assert "g" in "".join(dial.split(",")[2:3]), "without g a leg that answers and ends hangs up the caller"
+    after_dial = list(
+        itertools.takewhile(lambda line: line.startswith(" same"), external.split("Dial(")[1].splitlines()[1:])
+    )
+    assert after_dial[-1].endswith("Goto(v112-local,s,1)") and not any("GotoIf" in line for line in after_dial)
+    for line in external.splitlines():  # the reason is logged, never a number
+        assert "Verbose" not in line or ("_TARGET" not in line and "CALLER" not in line), line
 
 
 def test_the_rendered_files_differ_only_in_site_values() -> None:
