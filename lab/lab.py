@@ -275,10 +275,16 @@ def lab_rules(directory: Path) -> Path:
     return path
 
 
-def neighbour_uas(site: AsteriskSite, port: int, message_file: Path, timeout_s: int = 120) -> subprocess.Popen[bytes]:
-    """A sipp UAS on the carrier address standing in for a Leitstelle outside the Verbund."""
+def neighbour_uas(
+    site: AsteriskSite, port: int, message_file: Path, timeout_s: int = 120, *, hangs_up: bool = False
+) -> subprocess.Popen[bytes]:
+    """A sipp UAS on the carrier address standing in for a Leitstelle outside the Verbund.
+
+    hangs_up: it answers and hangs up 2 s later (an intercept announcement, a wrong number).
+    """
+    scenario = SIPP_DIR / ("neighbour_uas_hangs_up.xml" if hangs_up else "neighbour_uas.xml")
     args = [
-        "sipp", "-sf", str(SIPP_DIR / "neighbour_uas.xml"), "-i", CARRIER_ADDRESS, "-p", str(port),
+        "sipp", "-sf", str(scenario), "-i", CARRIER_ADDRESS, "-p", str(port),
         "-m", "1", "-trace_msg", "-message_file", str(message_file), "-timeout", f"{timeout_s}s",
         "-timeout_error", "-nostdin", "-nd", "-mp", str(free_rtp_base(10)),
         f"{LOOPBACK}:{site.values.sip_port}",

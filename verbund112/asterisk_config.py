@@ -11,6 +11,7 @@ environment or a secrets file outside the repository.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets as secrets_module
 from pathlib import Path
@@ -18,12 +19,30 @@ from typing import Annotated
 
 import jinja2
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from verbund112 import shipped
 
 SeatId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
 SiteName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,15}$")]
+
+
+def _one_host(value: str) -> str:
+    # a network in the AMI permit lets every host in it try the service's secret
+    network = ipaddress.ip_network(value)
+    if network.num_addresses != 1:
+        raise ValueError(f"{value} is a network: permit the service's own address (a single host)")
+    return f"{network.network_address}/{network.prefixlen}"
+
+
+def _not_a_wildcard(value: str) -> str:
+    if ipaddress.ip_address(value).is_unspecified:
+        raise ValueError(f"{value} listens on every address: bind AMI to the one the service reaches it on")
+    return value
+
+
+SingleHost = Annotated[str, AfterValidator(_one_host)]
+BindAddress = Annotated[str, AfterValidator(_not_a_wildcard)]
 
 
 class AsteriskPaths(BaseModel):
@@ -62,10 +81,11 @@ class SiteValues(BaseModel):
     sip_port: int = 5060
     rtp_port_start: int = 10000
     rtp_port_end: int = 20000
-    ami_bind_address: str = "127.0.0.1"
+    ami_bind_address: BindAddress = "127.0.0.1"
     ami_port: int = 5038
     ami_username: str = "verbund112"
-    ami_permit: list[str] = ["127.0.0.1/255.255.255.255"]
+    # the service's address(es): single hosts, written as a.b.c.d/32 (or /128)
+    ami_permit: list[SingleHost] = Field(default=["127.0.0.1/32"], min_length=1)
     fastagi_url: str = "agi://127.0.0.1:4573"
     # one desk at a time, the one idle longest: what a Leitstelle ACD does
     queue_strategy: str = "leastrecent"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import shutil
 import subprocess
@@ -41,11 +42,16 @@ def test_the_ami_user_gets_only_the_classes_it_needs(rendered) -> None:
     _, secrets, files = rendered
     manager = files["manager.conf"]
     assert re.search(r"^read = call,agent,user$", manager, re.M)
-    assert re.search(r"^write = call,agent,reporting$", manager, re.M)
+    # Getvar and DBGetTree need reporting; QueueStatus, QueueWithdrawCaller and Ping no class at all
+    assert re.search(r"^write = reporting$", manager, re.M)
     for forbidden in ("system", "config", "command", "originate", "all"):
         assert not re.search(rf"^(read|write) = .*\b{forbidden}\b", manager, re.M)
     assert f"secret = {secrets.ami_secret}" in manager
     assert "bindaddr = 127.0.0.1" in manager
+    user = manager.split("[verbund112]")[1]
+    assert re.findall(r"^(deny|permit) = (.*)$", user, re.M) == [
+        ("deny", "0.0.0.0/0.0.0.0"), ("deny", "::/0"), ("permit", "127.0.0.1/32"),
+    ]  # fmt: skip
 
 
 def test_carrier_is_matched_by_address_and_keeps_pidf_lo(rendered) -> None:
@@ -60,12 +66,26 @@ def test_carrier_is_matched_by_address_and_keeps_pidf_lo(rendered) -> None:
 def test_the_dialplan_never_hangs_up_on_a_112_caller(rendered) -> None:
     _, _, files = rendered
     dialplan = files["extensions.conf"]
-    for context in ("v112-emergency", "v112-local", "v112-partner"):
+    for context in ("v112-emergency", "v112-local", "v112-partner", "v112-external"):
         body = dialplan.split(f"[{context}]")[1].split("\n[")[0]
         assert "Hangup" not in body, context
     # the only Hangup refuses the partner's leg; the partner keeps the caller
     assert dialplan.count("Hangup(") == 1
     assert "Hangup(34)" in dialplan.split("[from-intersite]")[1]
+
+
+def test_a_caller_still_on_the_line_after_the_external_leg_goes_to_the_local_queue() -> None:
+    site = asterisk_config.load_site("jena", carrier_outbound_uri="sip:192.0.2.10:5060")
+    dialplan = asterisk_config.render(site, asterisk_config.SiteSecrets.generate(site))["extensions.conf"]
+    external = dialplan.split("[v112-external]")[1].split("\n[")[0]
+    (dial,) = re.findall(r"^ same => n,Dial\((.*)\)$", external, re.M)
+    assert "g" in "".join(dial.split(",")[2:3]), "without g a leg that answers and ends hangs up the caller"
+    after_dial = list(
+        itertools.takewhile(lambda line: line.startswith(" same"), external.split("Dial(")[1].splitlines()[1:])
+    )
+    assert after_dial[-1].endswith("Goto(v112-local,s,1)") and not any("GotoIf" in line for line in after_dial)
+    for line in external.splitlines():  # the reason is logged, never a number
+        assert "Verbose" not in line or ("_TARGET" not in line and "CALLER" not in line), line
 
 
 def test_the_rendered_files_differ_only_in_site_values() -> None:
@@ -90,11 +110,19 @@ def test_the_rendered_files_differ_only_in_site_values() -> None:
         ({"partner_queue_wait_s": 30, "partner_ring_s": 20}, "shorter"),
         ({"dispatchers": ["Jena D1"]}, "pattern"),
         ({"dispatchers": []}, "at least 1"),
+        ({"ami_permit": ["10.0.0.0/24"]}, "is a network"),
+        ({"ami_permit": []}, "at least 1"),
+        ({"ami_bind_address": "0.0.0.0"}, "every address"),
     ],
 )
 def test_invalid_site_values_are_refused(change: dict, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         asterisk_config.load_site("jena", **change)
+
+
+def test_the_ami_permit_takes_single_hosts_in_any_spelling() -> None:
+    site = asterisk_config.load_site("jena", ami_permit=["192.0.2.7", "192.0.2.8/255.255.255.255", "2001:db8::7"])
+    assert site.ami_permit == ["192.0.2.7/32", "192.0.2.8/32", "2001:db8::7/128"]
 
 
 def test_secrets_cannot_inject_configuration() -> None:
