@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from lab import rootfs
+from lab import pki, rootfs
 from lab.processes import (
     LOOPBACK,
     AsteriskSite,
@@ -46,6 +46,9 @@ REPO = Path(__file__).resolve().parents[1]
 SITES = ("jena", "gera")
 CARRIER_ADDRESS = "127.0.0.2"
 BENCH_DESK_ADDRESS = "127.0.0.3"  # the benchmark's answering peer
+# Each site's inter-site TLS transport has an address of its own, so that the partner is
+# recognised by its address without taking the desks' (127.0.0.1) with it.
+INTERSITE_ADDRESSES = {"jena": "127.0.0.4", "gera": "127.0.0.5"}
 SIPP_DIR = Path(__file__).resolve().parent / "sipp"
 
 
@@ -82,6 +85,7 @@ class SitePorts:
     fastagi: int
     web: int
     rtp: int
+    intersite: int  # TCP port of the TLS trunk, on INTERSITE_ADDRESSES[site]
     neighbour: int  # UDP port on CARRIER_ADDRESS where a neighbour Leitstelle stands in
 
 
@@ -103,6 +107,7 @@ def _allocate_ports() -> dict[str, SitePorts]:
             fastagi=fresh(free_tcp_port),
             web=fresh(free_tcp_port),
             rtp=free_rtp_base(400),
+            intersite=fresh(free_tcp_port),
             neighbour=fresh(_free_carrier_port),
         )
         for name in SITES
@@ -123,6 +128,7 @@ class Verbund:
     aml_token: str
     desk_tokens: dict[str, str]  # dispatcher seat -> its screen-pop token
     rules_file: Path
+    certificates: dict[str, pki.SiteCertificate] = field(default_factory=dict)  # the trunk's, per site
 
     def site(self, name: str) -> AsteriskSite:
         return self.sites[name]
@@ -207,6 +213,8 @@ def start_verbund(
         log(f"built the Asterisk root filesystem in {seconds:.0f} s")
     rootfs.mount(root)
     ports = _allocate_ports()
+    # a throwaway Verbund CA and site certificates at each start: no key is ever committed
+    certificates = pki.verbund_pki(directory / instance / "pki", INTERSITE_ADDRESSES)
     redis = RedisServer(directory / instance / "redis")
     sites: dict[str, AsteriskSite] = {}
     try:
@@ -218,8 +226,13 @@ def start_verbund(
                 name,
                 sip_bind_address=LOOPBACK,
                 sip_port=ports[name].sip,
-                partner_host=LOOPBACK,
-                partner_sip_port=ports[partner].sip,
+                intersite_address=INTERSITE_ADDRESSES[name],
+                intersite_port=ports[name].intersite,
+                partner_host=INTERSITE_ADDRESSES[partner],
+                partner_tls_port=ports[partner].intersite,
+                intersite_cert_file=f"{inner}/keys/intersite.crt",
+                intersite_key_file=f"{inner}/keys/intersite.key",
+                intersite_ca_file=f"{inner}/keys/verbund-ca.crt",
                 carrier_match=[CARRIER_ADDRESS],
                 ami_port=ports[name].ami,
                 rtp_port_start=ports[name].rtp,
@@ -235,7 +248,14 @@ def start_verbund(
                 ),
             )  # fmt: skip
             site = AsteriskSite(root, instance, values, asterisk_config.SiteSecrets.generate(values))
-            site.prepare()
+            keys = site.host_dir / "keys"
+            keys.mkdir(parents=True, exist_ok=True)
+            mine = certificates[name]
+            copies = {mine.cert: "intersite.crt", mine.key: "intersite.key", mine.ca: "verbund-ca.crt"}
+            for source, target in copies.items():
+                shutil.copyfile(source, keys / target)
+            (keys / "intersite.key").chmod(0o600)
+            site.prepare()  # gives the keys to Asterisk's user
             sites[name] = site
         for site in sites.values():
             site.start()
@@ -253,6 +273,7 @@ def start_verbund(
             for seat in [*site.values.dispatchers, *(["bench-desk"] if bench else [])]
         },
         rules_file=lab_rules(directory / instance / "rules"),
+        certificates=certificates,
     )  # fmt: skip
 
 

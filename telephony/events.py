@@ -109,6 +109,7 @@ class DispatcherAnswered(CallEvent):
     caller_number: str
     from_site: str
     answered_at: float = 0.0  # Asterisk's Timestamp of the event (manager.conf timestampevents)
+    channel: str = ""  # the caller's channel: an inter-site one only claims its call id
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,6 +364,7 @@ def _agent_connect(m: RawMessage, site: str) -> DispatcherAnswered:
         caller_number=_caller(m),
         from_site=channel_variables(m).get(dialplan.FROM_SITE, ""),
         answered_at=_float(m, "Timestamp"),
+        channel=_text(m, "Channel"),
     )
 
 

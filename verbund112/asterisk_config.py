@@ -70,11 +70,20 @@ class SiteValues(BaseModel):
     queue: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
     dispatchers: list[SeatId] = Field(min_length=1)
     carrier_match: list[str] = Field(min_length=1)
+    # The inter-site trunk: TLS with mutual certificates (see docs/security.md). This site's
+    # listener address (the partner dials it and is recognised by its own), and the partner's.
+    intersite_address: str
     partner_host: str
     # where calls for Leitstellen outside the Verbund go (the carrier's SBC); None: not forwarded
     carrier_outbound_uri: Annotated[str, StringConstraints(pattern=r"^sip:[A-Za-z0-9.:@+-]{1,120}$")] | None = None
     external_ring_s: int = Field(default=30, ge=5)
-    partner_sip_port: int = 5060
+    intersite_port: int = 5061
+    partner_tls_port: int = 5061
+    # PEM files on the Asterisk host: this site's trunk certificate and key, and the Verbund CA
+    # that signed both sites' certificates (and nothing else: the trunk trusts what it signed)
+    intersite_cert_file: str = "/etc/asterisk/keys/intersite.crt"
+    intersite_key_file: str = "/etc/asterisk/keys/intersite.key"
+    intersite_ca_file: str = "/etc/asterisk/keys/verbund-ca.crt"
     partner_exten: str = "112-overflow"
     partner_qualify_s: int = Field(default=2, ge=1)
     sip_bind_address: str = "0.0.0.0"
@@ -113,6 +122,11 @@ class SiteValues(BaseModel):
             raise ValueError("partner_queue_wait_s must be shorter than partner_ring_s")
         if self.partner == self.name:
             raise ValueError("a site cannot be its own partner")
+        # the dialplan tells a trunk leg from a forged one by the address:port it arrived on
+        if self.intersite_address in ("0.0.0.0", "::", "[::]"):
+            raise ValueError("intersite_address must be a concrete address, not a wildcard")
+        if self.intersite_port == self.sip_port:
+            raise ValueError("intersite_port must differ from sip_port")
         return self
 
 

@@ -91,8 +91,8 @@ class Service:
             on_done=self.routing_metrics.exchange_done,
         )
         self.screens = DispatcherScreens(site, registry)
-        self.pops = ScreenPops(site=site, store=self.store, screens=self.screens, hub=self.hub, places=self._places,
-                               registry=registry)  # fmt: skip
+        self.pops = ScreenPops(site=site, partner=settings.partner, store=self.store, screens=self.screens,
+                               hub=self.hub, places=self._places, registry=registry)  # fmt: skip
         self.aml_pull = AmlPull(site=site, settings=settings.aml_pull, store=self.store,
                                 retention_s=settings.aml.retention_s, hub=self.hub, registry=registry)  # fmt: skip
         self.supervision = SupervisorView(mover=self.overflow, watch=self.partner, store=self.store,

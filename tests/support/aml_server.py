@@ -2,7 +2,7 @@
 
 HTTPS on loopback that requires a client certificate signed by its client CA
 and HTTP basic auth, like the real one. The CA, the server's and the clients'
-certificates are made at run time (cryptography) into a temporary directory:
+certificates are made at run time (lab.pki) into a temporary directory:
 no key is ever committed. The test decides each answer through ``answer``.
 """
 
@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import datetime
-import ipaddress
 import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -20,10 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from lab.pki import issue, write
 
 USERNAME = "zls-jena"
 PASSWORD = "pull-secret-for-tests"
@@ -42,75 +38,20 @@ class Pki:
     stranger_key: Path
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _issue(
-    subject: str,
-    issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None,
-    *,
-    ca: bool = False,
-    server: bool = False,
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    issuer_name, issuer_key = issuer if issuer is not None else (_name(subject), key)
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(issuer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if ca:
-        builder = builder.add_extension(
-            x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                          key_encipherment=False, data_encipherment=False, key_agreement=False,
-                          encipher_only=False, decipher_only=False),
-            critical=True,
-        )  # fmt: skip
-        builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-    else:
-        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-    if issuer is not None:
-        builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
-        )
-    if server:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-    return builder.sign(issuer_key, hashes.SHA256()), key
-
-
-def _write(directory: Path, stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> tuple[Path, Path]:
-    cert_path, key_path = directory / f"{stem}.crt", directory / f"{stem}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    key_path.chmod(0o600)
-    return cert_path, key_path
-
-
 def make_pki(directory: Path) -> Pki:
-    ca_cert, ca_key = _issue("test AML server CA", None, ca=True)
-    client_ca_cert, client_ca_key = _issue("test Leitstellen CA", None, ca=True)
-    stranger_ca_cert, stranger_ca_key = _issue("somebody else's CA", None, ca=True)
-    server = _issue("localhost", (ca_cert.subject, ca_key), server=True)
-    client = _issue("ZLS Jena (test)", (client_ca_cert.subject, client_ca_key))
-    stranger = _issue("not a Leitstelle", (stranger_ca_cert.subject, stranger_ca_key))
-    ca_path, _ = _write(directory, "ca", ca_cert, ca_key)
-    client_ca_path, _ = _write(directory, "client-ca", client_ca_cert, client_ca_key)
-    server_cert, server_key = _write(directory, "server", *server)
-    client_cert, client_key = _write(directory, "client", *client)
-    stranger_cert, stranger_key = _write(directory, "stranger", *stranger)
+    ca_cert, ca_key = issue("test AML server CA", None, ca=True)
+    client_ca_cert, client_ca_key = issue("test Leitstellen CA", None, ca=True)
+    stranger_ca_cert, stranger_ca_key = issue("somebody else's CA", None, ca=True)
+    server = issue(
+        "localhost", (ca_cert.subject, ca_key), server=True, client=False, alt_names=["localhost", "127.0.0.1"]
+    )
+    client = issue("ZLS Jena (test)", (client_ca_cert.subject, client_ca_key))
+    stranger = issue("not a Leitstelle", (stranger_ca_cert.subject, stranger_ca_key))
+    ca_path, _ = write(directory, "ca", ca_cert, ca_key)
+    client_ca_path, _ = write(directory, "client-ca", client_ca_cert, client_ca_key)
+    server_cert, server_key = write(directory, "server", *server)
+    client_cert, client_key = write(directory, "client", *client)
+    stranger_cert, stranger_key = write(directory, "stranger", *stranger)
     return Pki(ca_path, server_cert, server_key, client_ca_path, client_cert, client_key, stranger_cert, stranger_key)
 
 

@@ -69,9 +69,30 @@ def test_the_dialplan_never_hangs_up_on_a_112_caller(rendered) -> None:
     for context in ("v112-emergency", "v112-local", "v112-partner", "v112-external"):
         body = dialplan.split(f"[{context}]")[1].split("\n[")[0]
         assert "Hangup" not in body, context
-    # the only Hangup refuses the partner's leg; the partner keeps the caller
-    assert dialplan.count("Hangup(") == 1
-    assert "Hangup(34)" in dialplan.split("[from-intersite]")[1]
+    # Two Hangups, both on inter-site legs, never on a caller of ours: one refuses the partner's
+    # leg that nobody here took (the partner keeps the caller), ...
+    intersite = dialplan.split("[from-intersite]")[1].split("\n[")[0]
+    assert dialplan.count("Hangup(") == 2
+    assert intersite.count("Hangup(") == 2
+    assert re.search(r"Queue\(.*\n.*Verbose\(.*\n same => n,Hangup\(34\)\n", intersite)
+    # ... the other a forged leg (not over the TLS transport), reached only from the first step
+    assert intersite.count("?forged)") == 1
+    assert re.search(r"^exten => [^,]+,1,GotoIf\(.*CHANNEL\(pjsip,local_addr\).*\?forged\)$", intersite, re.M)
+    assert re.search(r"same => n\(forged\),Verbose\(.*\)\n same => n,Hangup\(21\)\n", intersite)
+
+
+def test_the_trunk_is_tls_with_mutual_certificates_and_only_its_legs_are_taken(rendered) -> None:
+    site, _, files = rendered
+    pjsip = files["pjsip.conf"]
+    transport = pjsip.split("[transport-intersite]")[1].split("\n[")[0]
+    for line in ("protocol = tls", "method = tlsv1_2", "verify_client = yes", "require_client_cert = yes",
+                 "verify_server = yes", f"bind = {site.intersite_address}:{site.intersite_port}",
+                 f"ca_list_file = {site.intersite_ca_file}"):  # fmt: skip
+        assert line in transport
+    endpoint = pjsip.split("[intersite]")[1]
+    assert "transport = transport-intersite" in endpoint
+    assert f"contact = sip:{site.partner_host}:{site.partner_tls_port};transport=tls" in pjsip
+    assert f'"{site.intersite_address}:{site.intersite_port}"' in files["extensions.conf"]
 
 
 def test_a_caller_still_on_the_line_after_the_external_leg_goes_to_the_local_queue() -> None:
@@ -99,6 +120,9 @@ def test_the_rendered_files_differ_only_in_site_values() -> None:
     normalise = str.maketrans({})
     swapped = {name: text.replace("jena", "SITE").replace("gera", "PARTNER") for name, text in jena_files.items()}
     other = {name: text.replace("gera", "SITE").replace("jena", "PARTNER") for name, text in gera_files.items()}
+    # the trunk's address is a site value too
+    swapped = {name: text.replace(jena.intersite_address, "ADDRESS") for name, text in swapped.items()}
+    other = {name: text.replace(gera.intersite_address, "ADDRESS") for name, text in other.items()}
     for name in ("extensions.conf", "manager.conf", "modules.conf", "asterisk.conf"):
         assert swapped[name].translate(normalise) == other[name].translate(normalise), name
 
@@ -113,6 +137,8 @@ def test_the_rendered_files_differ_only_in_site_values() -> None:
         ({"ami_permit": ["10.0.0.0/24"]}, "is a network"),
         ({"ami_permit": []}, "at least 1"),
         ({"ami_bind_address": "0.0.0.0"}, "every address"),
+        ({"intersite_address": "0.0.0.0"}, "concrete address"),
+        ({"intersite_port": 5060}, "differ from sip_port"),
     ],
 )
 def test_invalid_site_values_are_refused(change: dict, message: str) -> None:

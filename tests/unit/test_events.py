@@ -22,7 +22,7 @@ def test_agent_connect_names_the_dispatcher_and_carries_the_verbund_call_id() ->
         site="jena", call_id="jena-1700000000.1", uniqueid="jena-1700000000.3", linkedid="jena-1700000000.3",
         queue="112-jena", dispatcher="jena-d1", interface="PJSIP/jena-d1",
         dispatcher_channel="PJSIP/jena-d1-00000002", hold_time=3, ring_time=1,
-        caller_number="+4936411234567", from_site="",
+        caller_number="+4936411234567", from_site="", channel="PJSIP/carrier-00000001",
     )  # fmt: skip
 
 

@@ -6,10 +6,14 @@ what this site knows (it routed the call: the ledger has its record) and what
 the store has (the entry site's record for a call from the partner, the AML
 trail, earlier calls of the number), read in one round trip, and handed to
 the screens (a Screens seam: web.notifier queues it for that dispatcher's
-WebSockets, and only theirs; nothing here waits for a browser). AML updates
-announced by any site reach the dispatcher holding the call, and changes of
-the Verbund's callback list reach every screen (the list itself is filled by
-abandoned_calls.py from the dialplan's own report of each call's end).
+WebSockets, and only theirs; nothing here waits for a browser). Only the
+answering channel's own call id is marked answered and gets the call's card:
+a leg from the partner only claims its id, checked against the store first
+(claims.py); a claim that does not hold gets a card of the leg alone, is
+logged and counted. AML updates announced by any site reach the dispatcher
+holding the call, and changes of the Verbund's callback list reach every
+screen (the list itself is filled by abandoned_calls.py from the dialplan's
+own report of each call's end).
 """
 
 from __future__ import annotations
@@ -25,11 +29,12 @@ from pydantic import ValidationError
 from routing.decision import Places
 from routing.numbers import NumberError, to_e164
 from telephony import events
+from verbund112.features import claims
 from verbund112.features.call_ledger import CallLedger
 from verbund112.features.cards import REPEAT_WINDOW_S, build_card, location_from_aml
 from verbund112.features.hub import CallRouted, EventHub
 from verbund112.store import AbandonedChanged, AmlUpdated, Announcement, CardData, StoreError
-from verbund112.store.records import AbandonedCall, AmlFixRecord, AnsweredMark, EarlierCall
+from verbund112.store.records import AbandonedCall, AmlFixRecord, AnsweredMark, CallRecord, EarlierCall
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +51,7 @@ class PopStore(Protocol):
         self, number: str, since: float, most: int
     ) -> tuple[list[AmlFixRecord], list[EarlierCall]]: ...
     async def aml_trail(self, e164: str) -> list[AmlFixRecord]: ...
+    async def load_call(self, call_id: str) -> CallRecord | None: ...
     async def abandoned_calls(self) -> list[AbandonedCall]: ...
     async def callback_done(self, call_id: str) -> bool: ...
     def announcements(self) -> AsyncIterator[Announcement]: ...
@@ -73,6 +79,7 @@ class ScreenPops:
         self,
         *,
         site: str,
+        partner: str,
         store: PopStore,
         screens: Screens,
         hub: EventHub,
@@ -81,6 +88,7 @@ class ScreenPops:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.site = site
+        self.partner = partner
         self.ledger = CallLedger()
         self._store = store
         self._screens = screens
@@ -90,6 +98,11 @@ class ScreenPops:
         self.pops = prom.Counter(
             "verbund112_screen_pops", "cards pushed to an answering dispatcher, by what the store gave",
             ["data"], registry=registry,
+        )  # fmt: skip
+        self.claims_refused = prom.Counter(
+            "verbund112_intersite_claims_refused",
+            "answered calls whose call id did not hold: no card of that call, not marked answered",
+            ["reason"], registry=registry,
         )  # fmt: skip
         self.lost_hangups = prom.Counter(
             "verbund112_calls_hangup_missed", "calls whose hangup the service never saw (AMI cut)", registry=registry
@@ -126,8 +139,10 @@ class ScreenPops:
             if event.site == self.site and event.dispatcher:
                 await self._answered(event)
         elif isinstance(event, events.CallCompleted):
-            if self.ledger.completed(event.call_id, event.dispatcher):
-                self._screens.send(event.dispatcher, {"type": "call-ended", "call_id": event.call_id})
+            # a card of a refused claim carries the leg's own id
+            for call_id in dict.fromkeys((event.call_id, event.uniqueid)):
+                if self.ledger.completed(call_id, event.dispatcher):
+                    self._screens.send(event.dispatcher, {"type": "call-ended", "call_id": call_id})
         elif isinstance(event, events.ChannelHungUp):
             await self._hung_up(event)
 
@@ -135,29 +150,51 @@ class ScreenPops:
 
     async def _answered(self, event: events.DispatcherAnswered) -> None:
         now = self._clock()
-        self.ledger.answered(event.call_id)
-        known = self.ledger.record_of(event.call_id)
-        number = e164_or_none(known.caller if known is not None else event.caller_number)
         try:
-            data = await self._store.answered_card_data(
-                event.call_id, AnsweredMark(site=event.site, dispatcher=event.dispatcher, at=now), number,
-                need_record=known is None, since=now - REPEAT_WINDOW_S, most=REPEAT_CALLS_SHOWN + 1,
-            )  # fmt: skip
-            if known is None and data.record is not None and (other := e164_or_none(data.record.caller)) != number:
-                # the entry site knew the number better than the channel (rare): its trail and calls
-                number = other
-                trail, earlier = ([], []) if other is None else await self._store.aml_and_earlier(
-                    other, now - REPEAT_WINDOW_S, REPEAT_CALLS_SHOWN + 1)  # fmt: skip
-                data = CardData(data.record, trail, earlier)
-            self.pops.labels("store").inc()
+            claimed = await self._checked_claim(event)
         except StoreError as exc:
-            # the card still goes out, with what this site knows itself
-            log.warning("call card without the store's data (Redis: %s)", exc)
-            data = CardData(None, [], [])
-            self.pops.labels("local-only").inc()
+            log.warning("call card of the leg alone: the call id could not be checked (Redis: %s)", exc)
+            await self._pop(event, now, None, local_only=True)
+            return
+        await self._pop(event, now, claimed)
+
+    async def _checked_claim(self, event: events.DispatcherAnswered) -> tuple[str, CallRecord | None] | None:
+        """The answering channel's own call id and the record the check read (None: the id did not hold)."""
+        record = None
+        if claims.is_partner_leg(event.channel):
+            record = await self._store.load_call(event.call_id)
+            problem = claims.claim_problem(record, partner=self.partner, caller=event.caller_number)
+        else:
+            problem = claims.local_call_problem(event.call_id, event.uniqueid)
+        if problem is None:
+            return event.call_id, record
+        self.claims_refused.labels(problem.value).inc()
+        log.warning("call id %s of %s refused (%s): card of the leg alone, not marked answered",
+                    event.call_id, event.channel, problem.value)  # fmt: skip
+        return None
+
+    async def _pop(
+        self, event: events.DispatcherAnswered, now: float, claimed: tuple[str, CallRecord | None] | None,
+        *, local_only: bool = False,
+    ) -> None:  # fmt: skip
+        """The card; with a call id that held, the call's (and the call is marked answered), else the leg's."""
+        call_id, known = claimed if claimed is not None else (event.uniqueid, None)
+        if claimed is not None:
+            self.ledger.answered(call_id)
+            known = known or self.ledger.record_of(call_id)
+        number = e164_or_none(known.caller if known is not None else event.caller_number)
+        data, source = CardData(None, [], []), "local-only"
+        if claimed is not None and not local_only:
+            try:
+                data, number = await self._card_data(call_id, event, known, number, now)
+                source = "store"
+            except StoreError as exc:
+                # the card still goes out, with what this site knows itself
+                log.warning("call card without the store's data (Redis: %s)", exc)
+        self.pops.labels(source).inc()
         record = known or data.record
         card = build_card(
-            call_id=event.call_id, answered_site=event.site, dispatcher=event.dispatcher,
+            call_id=call_id, answered_site=event.site, dispatcher=event.dispatcher,
             caller_number=number or event.caller_number, from_site=event.from_site, wait_s=event.hold_time,
             record=None if record is None else record.as_dict(), aml_trail=[f.as_dict() for f in data.aml_trail],
             earlier_calls=[c.as_dict() for c in data.earlier_calls], now=now, places=self._places(),
@@ -166,6 +203,21 @@ class ScreenPops:
         self.ledger.show(event.dispatcher, card)
         sent = self._screens.send(event.dispatcher, card)
         log.info("call card pushed to dispatcher %s (%d screens)", event.dispatcher, sent)
+
+    async def _card_data(
+        self, call_id: str, event: events.DispatcherAnswered, known: CallRecord | None, number: str | None, now: float
+    ) -> tuple[CardData, str | None]:
+        """Mark the (checked) call answered and read its card's data; and the number the card is about."""
+        data = await self._store.answered_card_data(
+            call_id, AnsweredMark(site=event.site, dispatcher=event.dispatcher, at=now), number,
+            need_record=known is None, since=now - REPEAT_WINDOW_S, most=REPEAT_CALLS_SHOWN + 1,
+        )  # fmt: skip
+        if known is None and data.record is not None and (other := e164_or_none(data.record.caller)) != number:
+            # the entry site knew the number better than the channel (rare): its trail and calls
+            trail, earlier = ([], []) if other is None else await self._store.aml_and_earlier(
+                other, now - REPEAT_WINDOW_S, REPEAT_CALLS_SHOWN + 1)  # fmt: skip
+            return CardData(data.record, trail, earlier), other
+        return data, number
 
     # -- hung up: the call leaves the ledger ------------------------------------------
 
