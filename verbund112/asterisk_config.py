@@ -107,6 +107,9 @@ class SiteValues(BaseModel):
     local_wait_s: int = Field(default=20, ge=1)
     partner_ring_s: int = Field(default=20, ge=2)
     partner_queue_wait_s: int = Field(default=18, ge=1)
+    # Days Asterisk's own logs are kept (messages.log, security.log, queue_log: the only one with
+    # caller numbers); enforced by the rendered verbund112-logrotate.conf
+    log_retention_days: int = Field(default=7, ge=1, le=90)
     paths: AsteriskPaths = AsteriskPaths()
     # benchmark lab only: SIP URI of a peer that answers every queue call at once
     bench_desk_uri: Annotated[str, StringConstraints(pattern=r"^sip:[A-Za-z0-9.:@+-]{1,120}$")] | None = None
