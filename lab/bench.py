@@ -461,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rates", default="20,40,60,80,100")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--skip-lab", action="store_true", help="only the in-process benchmarks (decision, AML pull)")
-    parser.add_argument("--only", choices=["overflow", "cps"], help="run just this benchmark")
+    parser.add_argument("--only", choices=["overflow", "cps", "fastagi"], help="run just this benchmark")
     args = parser.parse_args(argv)
     if args.only == "overflow":
         bench_overflow()
@@ -493,6 +493,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(bench_fastagi(port, 50, args.agi_calls, rate=100.0))
         print(f"  server side (the service's own histogram): {server_side(verbund)}")
         asyncio.run(bench_fastagi(port, 50, args.agi_calls, rate=None))
+        if args.only == "fastagi":
+            return 0
         asyncio.run(bench_aml(verbund, 20, args.aml_messages))
         bench_cps(verbund, [int(rate) for rate in args.rates.split(",")], args.seconds)
         asyncio.run(bench_pops(verbund, rate=20, seconds=args.seconds))
