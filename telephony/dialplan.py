@@ -19,6 +19,13 @@ GEO_METHOD = "V112_GEO_METHOD"  # GEOLOC_PROFILE(method), filtered
 GEO_LOCATION = "V112_GEO_LOCATION"  # GEOLOC_PROFILE(location_info), up to 1024 characters
 PANI = "V112_PANI"  # P-Access-Network-Info, filtered
 
+# The FastAGI server's first question, so that only our Asterisk can ask: the shared secret in
+# verbund112.conf of the rendered configuration (the site secrets' fastagi_secret), read with
+# AST_CONFIG. Not a [globals] value (Asterisk logs those at verbose 2 when it loads them) and
+# never in the AGI URL (the verbose log shows that too).
+FASTAGI_SECRET_FILE = "verbund112.conf"
+FASTAGI_SECRET = f"AST_CONFIG({FASTAGI_SECRET_FILE},fastagi,secret)"
+
 # what the routing handler reads in its first round trip
 ROUTE_REQUEST_VARIABLES = (CALL_ID, CALLER, GEO_HEADER_LEN, GEO_METHOD, PANI)
 

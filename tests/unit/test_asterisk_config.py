@@ -12,6 +12,7 @@ import yaml
 from click.testing import CliRunner
 from pydantic import ValidationError
 
+from telephony import dialplan as telephony_dialplan
 from verbund112 import asterisk_config, shipped
 from verbund112.cli import main
 
@@ -48,6 +49,16 @@ def test_the_ami_user_gets_only_the_classes_it_needs(rendered) -> None:
     assert "bindaddr = 127.0.0.1" in manager
 
 
+def test_the_fastagi_secret_is_where_the_service_asks_for_it_and_nowhere_else(rendered) -> None:
+    """In verbund112.conf (read with AST_CONFIG), never in the dialplan (a global or the AGI URL are logged)."""
+    _, secrets, files = rendered
+    file, category, key = re.fullmatch(r"AST_CONFIG\((.+),(.+),(.+)\)", telephony_dialplan.FASTAGI_SECRET).groups()
+    assert file == telephony_dialplan.FASTAGI_SECRET_FILE
+    assert re.search(rf"^\[{category}\]\n{key} = {secrets.fastagi_secret}$", files[file], re.M)
+    assert [name for name, text in files.items() if secrets.fastagi_secret in text] == [file]
+    assert re.search(r"^load => func_config\.so$", files["modules.conf"], re.M)
+
+
 def test_carrier_is_matched_by_address_and_keeps_pidf_lo(rendered) -> None:
     site, _, files = rendered
     pjsip = files["pjsip.conf"]
@@ -72,8 +83,9 @@ def test_the_rendered_files_differ_only_in_site_values() -> None:
     jena = asterisk_config.load_site("jena")
     gera = asterisk_config.load_site("gera")
     secrets = asterisk_config.SiteSecrets(
-        ami_secret="s" * 16, dispatcher_passwords={s: "p" * 12 for s in [*jena.dispatchers, *gera.dispatchers]}
-    )
+        ami_secret="s" * 16, fastagi_secret="f" * 16,
+        dispatcher_passwords={s: "p" * 12 for s in [*jena.dispatchers, *gera.dispatchers]},
+    )  # fmt: skip
     jena_files = asterisk_config.render(jena, secrets)
     gera_files = asterisk_config.render(gera, secrets)
     normalise = str.maketrans({})
@@ -99,7 +111,9 @@ def test_invalid_site_values_are_refused(change: dict, message: str) -> None:
 
 def test_secrets_cannot_inject_configuration() -> None:
     with pytest.raises(ValidationError):
-        asterisk_config.SiteSecrets(ami_secret="abcdefghijkl\n[evil]", dispatcher_passwords={})
+        asterisk_config.SiteSecrets(ami_secret="abcdefghijkl\n[evil]", fastagi_secret="f" * 16, dispatcher_passwords={})
+    with pytest.raises(ValidationError):
+        asterisk_config.SiteSecrets(ami_secret="s" * 16, fastagi_secret="f" * 16 + "\n[evil]", dispatcher_passwords={})
 
 
 def test_no_secret_is_committed() -> None:
@@ -120,7 +134,8 @@ def test_the_shipped_files_are_the_repositorys_folders_in_a_checkout() -> None:
 def _secrets_file(tmp_path: Path) -> Path:
     seats = asterisk_config.load_site("jena").dispatchers
     path = tmp_path / "secrets.yaml"
-    path.write_text(yaml.safe_dump({"ami_secret": "s" * 16, "dispatcher_passwords": {d: "p" * 12 for d in seats}}))
+    path.write_text(yaml.safe_dump({"ami_secret": "s" * 16, "fastagi_secret": "f" * 16,
+                                    "dispatcher_passwords": {d: "p" * 12 for d in seats}}))  # fmt: skip
     return path
 
 

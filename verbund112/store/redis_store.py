@@ -44,6 +44,22 @@ R = TypeVar("R", bound=Record)
 _E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
 _CALL_ID = re.compile(r"^[-0-9A-Za-z._]{1,80}$")
 
+# Create a call record only if there is none, and only then index it under its number, atomically.
+# KEYS: the record, [the number's index]. ARGV: record JSON, TTL s, call id, routed at, index cut-off
+# (older members go), last rank to remove (keeps the newest CALLS_PER_NUMBER_KEPT).
+_CREATE_CALL = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
+  return 0
+end
+if KEYS[2] then
+  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], 0, ARGV[5])
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, ARGV[6])
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+end
+return 1
+"""
+
 
 class RedisSettings(BaseModel):
     """The shared store of both sites (settings section `redis`)."""
@@ -117,6 +133,11 @@ class Store:
             "verbund112_store_bad_values", "values read from Redis that did not parse, skipped", ["what"],
             registry=registry,
         )  # fmt: skip
+        self.call_records_kept = prom.Counter(
+            "verbund112_call_records_not_overwritten", "call records not written: one existed for the call id (kept)",
+            registry=registry,
+        )  # fmt: skip
+        self._create_call = self.redis.register_script(_CREATE_CALL)
         prom.Gauge("verbund112_redis_up", "1 while Redis answers", registry=registry).set_function(
             lambda: 1.0 if self.reachable else 0.0
         )
@@ -206,20 +227,25 @@ class Store:
 
     # -- calls -------------------------------------------------------------------
 
-    async def save_call(self, record: CallRecord) -> None:
-        """The entry site's record of a call, and the call in its number's index."""
-        caller = record.caller
+    async def save_call(self, record: CallRecord) -> bool:
+        """The entry site's record of a call, and the call in its number's index; create-only.
 
-        def fill(pipe: Any) -> None:
-            pipe.set(keys.call(record.call_id), record.to_json(), ex=keys.PERSONAL_DATA_TTL_S)
-            if _E164.match(caller):
-                index = keys.calls_by_number(caller)
-                pipe.zadd(index, {record.call_id: record.routed_at})
-                pipe.zremrangebyscore(index, 0, record.routed_at - keys.PERSONAL_DATA_TTL_S)
-                pipe.zremrangebyrank(index, 0, -keys.CALLS_PER_NUMBER_KEPT - 1)
-                pipe.expire(index, keys.PERSONAL_DATA_TTL_S)
-
-        await self._pipeline(fill)
+        A record that exists is never overwritten (nor its number's index touched): whatever
+        asks second for the same call id, the dispatcher sees what the first request knew.
+        False (logged, counted) when the record was there already.
+        """
+        index = keys.calls_by_number(record.caller) if _E164.match(record.caller) else None
+        created = await self._guarded(
+            self._create_call(
+                keys=[keys.call(record.call_id), *([index] if index else [])],
+                args=[record.to_json(), keys.PERSONAL_DATA_TTL_S, record.call_id, repr(record.routed_at),
+                      repr(record.routed_at - keys.PERSONAL_DATA_TTL_S), -keys.CALLS_PER_NUMBER_KEPT - 1],
+            )
+        )  # fmt: skip
+        if not created:
+            self.call_records_kept.inc()
+            log.warning("call record for %s exists already: the first one is kept", record.call_id)
+        return bool(created)
 
     async def load_call(self, call_id: str) -> CallRecord | None:
         return self._decode("call", await self._guarded(self.redis.get(keys.call(call_id))), CallRecord)
