@@ -47,6 +47,7 @@ from lab.processes import LOOPBACK, AsteriskSite, free_rtp_base, wait_until
 from routing.decision import AmlFix, CallFacts, SiteStates, decide
 from routing.location import Position
 from routing.rules import load_rules
+from telephony import dialplan
 from tests.support import agi_client
 from verbund112.rules_holder import SHIPPED_RULES
 
@@ -114,8 +115,8 @@ def bench_decision(count: int) -> None:
     print(f"decision in-process (ms):            {percentiles(timings)}")
 
 
-async def agi_exchange(port: int, n: int, caller: str, geo: bool) -> float:
-    variables = {"V112_CALL_ID": f"jena-{n}", "V112_CALLER": caller}
+async def agi_exchange(port: int, secret: str, n: int, caller: str, geo: bool) -> float:
+    variables = {dialplan.FASTAGI_SECRET: secret, "V112_CALL_ID": f"jena-{n}", "V112_CALLER": caller}
     if geo:
         variables |= {"V112_GEO_HEADER_LEN": "30", "V112_GEO_METHOD": "GPS",
                       "V112_GEO_LOCATION": 'shape="Circle",crs="2d",pos="50.6547 12.1997",radius="30"'}  # fmt: skip
@@ -125,7 +126,7 @@ async def agi_exchange(port: int, n: int, caller: str, geo: bool) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-async def bench_fastagi(port: int, concurrency: int, total: int, rate: float | None) -> None:
+async def bench_fastagi(port: int, secret: str, concurrency: int, total: int, rate: float | None) -> None:
     """`concurrency` callers; each starts its next exchange after 1/(rate/concurrency) s, or at once (rate None)."""
     timings: list[float] = []
     counter = iter(range(total))
@@ -136,7 +137,7 @@ async def bench_fastagi(port: int, concurrency: int, total: int, rate: float | N
         for n in counter:
             started = time.perf_counter()
             caller = "0365123456" if n % 2 else "+4915112345678"
-            timings.append(await agi_exchange(port, n, caller, geo=n % 3 == 0))
+            timings.append(await agi_exchange(port, secret, n, caller, geo=n % 3 == 0))
             if interval:
                 await asyncio.sleep(max(0.0, interval - (time.perf_counter() - started)))
 
@@ -461,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rates", default="20,40,60,80,100")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--skip-lab", action="store_true", help="only the in-process benchmarks (decision, AML pull)")
-    parser.add_argument("--only", choices=["overflow", "cps"], help="run just this benchmark")
+    parser.add_argument("--only", choices=["overflow", "cps", "fastagi"], help="run just this benchmark")
     args = parser.parse_args(argv)
     if args.only == "overflow":
         bench_overflow()
@@ -489,10 +490,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.only == "cps":
             bench_cps(verbund, [int(rate) for rate in args.rates.split(",")], args.seconds)
             return 0
-        port = verbund.ports["jena"].fastagi
-        asyncio.run(bench_fastagi(port, 50, args.agi_calls, rate=100.0))
+        port, secret = verbund.ports["jena"].fastagi, verbund.site("jena").secrets.fastagi_secret
+        asyncio.run(bench_fastagi(port, secret, 50, args.agi_calls, rate=100.0))
         print(f"  server side (the service's own histogram): {server_side(verbund)}")
-        asyncio.run(bench_fastagi(port, 50, args.agi_calls, rate=None))
+        asyncio.run(bench_fastagi(port, secret, 50, args.agi_calls, rate=None))
+        if args.only == "fastagi":
+            return 0
         asyncio.run(bench_aml(verbund, 20, args.aml_messages))
         bench_cps(verbund, [int(rate) for rate in args.rates.split(",")], args.seconds)
         asyncio.run(bench_pops(verbund, rate=20, seconds=args.seconds))

@@ -149,7 +149,12 @@ class Verbund:
                 "reconnect_max": 1.0,
             },
             "rules_file": str(self.rules_file),
-            "fastagi": {"port": self.ports[name].fastagi},
+            # Asterisk connects from the loopback address; the secret is the one in its verbund112.conf
+            "fastagi": {
+                "port": self.ports[name].fastagi,
+                "allowed_peers": [LOOPBACK],
+                "secret": site.secrets.fastagi_secret,
+            },
             "redis": {"url": self.redis.url},
             "web": {
                 "port": self.ports[name].web,
@@ -508,11 +513,13 @@ def _start_service(verbund: Verbund, name: str, directory: Path) -> subprocess.P
     secret_free = {k: v for k, v in settings.items()}
     secret_free["ami"] = {k: v for k, v in settings["ami"].items() if k != "secret"}
     secret_free["web"] = {k: v for k, v in settings["web"].items() if k != "tokens"}
+    secret_free["fastagi"] = {k: v for k, v in settings["fastagi"].items() if k != "secret"}
     config = directory / f"{name}-service.yaml"
     config.write_text(yaml.safe_dump(secret_free, sort_keys=False))
     env = dict(os.environ)
     env["VERBUND112_AMI__SECRET"] = settings["ami"]["secret"]
     env["VERBUND112_WEB__TOKENS"] = json.dumps(settings["web"]["tokens"])
+    env["VERBUND112_FASTAGI__SECRET"] = settings["fastagi"]["secret"]
     env["VERBUND112_LOG__FORMAT"] = "console"
     with (directory / f"{name}-service.log").open("wb") as log_file:  # a new lab, a new log
         process = subprocess.Popen(

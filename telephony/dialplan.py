@@ -35,6 +35,13 @@ ANSWERED_EVENT = "V112Answered"  # a dispatcher of either site answered: CallId
 ABANDONED_FAMILY = "v112-abandoned"
 OUTBOX_SEPARATOR = "|"  # number|entry site|entered at|ended at
 
+# The FastAGI server's first question, so that only our Asterisk can ask: the shared secret in
+# verbund112.conf of the rendered configuration (the site secrets' fastagi_secret), read with
+# AST_CONFIG. Not a [globals] value (Asterisk logs those at verbose 2 when it loads them) and
+# never in the AGI URL (the verbose log shows that too).
+FASTAGI_SECRET_FILE = "verbund112.conf"
+FASTAGI_SECRET = f"AST_CONFIG({FASTAGI_SECRET_FILE},fastagi,secret)"
+
 # what the routing handler reads in its first round trip
 ROUTE_REQUEST_VARIABLES = (CALL_ID, CALLER, GEO_HEADER_LEN, GEO_METHOD, PANI)
 

@@ -8,6 +8,12 @@ is slow or fails is replaced by the fallback reply (the local queue); a peer
 that sends garbage or nothing is logged and dropped; nothing a peer does can
 stall the server or another call.
 
+Only the site's Asterisk may ask: a connection from an address outside
+``fastagi.allowed_peers`` is closed before anything is read, and the first
+command of every exchange asks the dialplan for its shared secret (the global
+fastagi.secret in its verbund112.conf), compared in constant time. A refused peer never reaches
+the handler: no record written, no AML pull started.
+
 panoramisk's FastAGI ``Application`` is not used: it reads the request in a
 loop that spins forever on an early EOF and has no timeout anywhere.
 """
@@ -16,13 +22,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
+import ipaddress
 import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, SecretStr, field_validator
+
+from telephony import dialplan
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +53,94 @@ class FastAgiSettings(BaseModel):
         description="whole exchange per request, seconds; keep well under the dialplan's agi_deadline_s",
     )
     max_header_bytes: int = Field(default=16384, gt=0)
+    allowed_peers: list[IPvAnyNetwork] | None = Field(
+        default=None,
+        description="addresses or networks Asterisk connects from; default: the AMI host (ami.host)",
+    )
+    secret: SecretStr | None = Field(
+        default=None,
+        description="the secret in Asterisk's verbund112.conf (the site secrets' fastagi_secret); required",
+    )
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_is_plain(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not SECRET_PATTERN.fullmatch(value.get_secret_value()):
+            raise ValueError("must be 16 to 128 characters of A-Z a-z 0-9 _ -")
+        return value
+
+
+# what both the dialplan global and the settings accept (the alphabet of secrets.token_urlsafe)
+SECRET_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,128}")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class PeerPolicy:
+    """Who may ask: Asterisk's addresses, and the dialplan's shared secret as proof."""
+
+    networks: tuple[Network, ...]
+    secret: str = field(repr=False)
+
+    @classmethod
+    def from_settings(cls, settings: FastAgiSettings, asterisk_host: str) -> PeerPolicy:
+        """The settings' peers, or the Asterisk host's address; PeerSetupError if that cannot be known."""
+        if settings.secret is None:
+            raise PeerSetupError(
+                "fastagi.secret is not set (VERBUND112_FASTAGI__SECRET): it must be the secret of "
+                f"Asterisk's {dialplan.FASTAGI_SECRET_FILE}"
+            )
+        if settings.allowed_peers is not None:
+            networks = tuple(settings.allowed_peers)
+        else:
+            try:
+                networks = (ipaddress.ip_network(asterisk_host),)
+            except ValueError:
+                raise PeerSetupError(
+                    f"fastagi.allowed_peers is not set and ami.host {asterisk_host!r} is not an IP address: "
+                    "list the addresses Asterisk connects from"
+                ) from None
+        if not networks:
+            raise PeerSetupError("fastagi.allowed_peers is empty: no Asterisk could ask")
+        return cls(networks, settings.secret.get_secret_value())
+
+    def allows(self, peername: object) -> bool:
+        """Whether a connection's peer address (socket peername) is one of Asterisk's."""
+        if not isinstance(peername, tuple) or not peername:
+            return False  # not an IP socket
+        try:
+            address = ipaddress.ip_address(peername[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped  # an IPv4 peer on a dual-stack socket
+        return any(address in network for network in self.networks)
+
+    def proven(self, answer: str) -> bool:
+        return hmac.compare_digest(answer.encode(), self.secret.encode())
 
 
 class AgiProtocolError(Exception):
     """The peer broke the AGI protocol (garbage, EOF, a refused command)."""
+
+
+class PeerSetupError(ValueError):
+    """The settings do not say who our Asterisk is (no secret, no address): the service must not start."""
+
+
+class _Refused(Exception):
+    """The peer is not our Asterisk: the exchange ends without a word."""
+
+
+_REFUSALS = {
+    "peer": "not an allowed peer (fastagi.allowed_peers)",
+    "secret": f"wrong or missing secret (the one of Asterisk's {dialplan.FASTAGI_SECRET_FILE})",
+}
+
+
+def _address(peer: object) -> str:
+    return str(peer[0]) if isinstance(peer, tuple) and peer else "an unknown peer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +230,7 @@ class AgiStats:
     answered: int = 0
     fallbacks: int = 0
     rejected: int = 0
+    refused: int = 0  # peers that are not our Asterisk (address or secret)
 
 
 @dataclass
@@ -154,10 +249,14 @@ class FastAgiServer:
         host: str,
         port: int,
         deadline: float,
+        peers: PeerPolicy,
         max_header_bytes: int = 16384,
         on_done: Callable[[str, float], None] | None = None,
+        on_refused: Callable[[str], None] | None = None,
     ) -> None:
         self._handler = handler
+        self._peers = peers
+        self._on_refused = on_refused
         self._fallback = fallback
         self._host = host
         self._port = port
@@ -197,10 +296,15 @@ class FastAgiServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        peer = writer.get_extra_info("peername")
+        if not self._peers.allows(peer):
+            self._refuse("peer", peer)
+            writer.transport.abort()  # nothing read, nothing said
+            return
         self._sessions.add(task)
         started = time.perf_counter()
         self.stats.requests += 1
-        exchange = _Exchange(writer.get_extra_info("peername"))
+        exchange = _Exchange(peer)
         try:
             async with asyncio.timeout(self._deadline):
                 await self._exchange(reader, writer, exchange)
@@ -212,6 +316,8 @@ class FastAgiServer:
                     "FastAGI exchange for %s passed its deadline; dialplan falls back", exchange.request.uniqueid
                 )
                 exchange.outcome = "late" if exchange.outcome == "answered" else "fallback"
+        except _Refused:
+            exchange.outcome = "refused"
         except (AgiProtocolError, OSError) as exc:
             log.warning("FastAGI exchange with %s broke off: %s", exchange.peer, exc)
             exchange.outcome = "broken"
@@ -221,7 +327,15 @@ class FastAgiServer:
                 async with asyncio.timeout(0.2):
                     await writer.wait_closed()
             self._sessions.discard(task)
-            self._count(exchange.outcome, time.perf_counter() - started)
+            if exchange.outcome != "refused":
+                self._count(exchange.outcome, time.perf_counter() - started)
+
+    def _refuse(self, reason: str, peer: object) -> None:
+        self.stats.refused += 1
+        # the address only: a refused peer's request may carry anything
+        log.warning("FastAGI connection from %s refused: %s", _address(peer), _REFUSALS[reason])
+        if self._on_refused is not None:
+            self._on_refused(reason)
 
     async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, exchange: _Exchange) -> None:
         try:
@@ -230,6 +344,11 @@ class FastAgiServer:
             log.warning("FastAGI request from %s refused: %s", exchange.peer, exc)
             return
         session = AgiSession(reader, writer, request)
+        # First the proof that this is our Asterisk: before the handler reads or writes anything.
+        _, secret = await session.command(f"GET FULL VARIABLE ${{{dialplan.FASTAGI_SECRET}}}")
+        if not self._peers.proven(secret):
+            self._refuse("secret", exchange.peer)
+            raise _Refused
         # The handler gets most of the budget; the rest is for sending the
         # fallback when it fails.
         try:

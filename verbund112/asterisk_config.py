@@ -139,6 +139,8 @@ class SiteSecrets(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     ami_secret: str = Field(min_length=12)
+    # in verbund112.conf, asked for by the service first; its fastagi.secret is the same value
+    fastagi_secret: str = Field(pattern=r"^[A-Za-z0-9_-]{16,128}$")
     dispatcher_passwords: dict[str, str]
 
     @classmethod
@@ -146,6 +148,7 @@ class SiteSecrets(BaseModel):
         """Fresh random secrets, as the lab uses them."""
         return cls(
             ami_secret=secrets_module.token_urlsafe(24),
+            fastagi_secret=secrets_module.token_urlsafe(24),
             dispatcher_passwords={seat: secrets_module.token_urlsafe(12) for seat in site.dispatchers},
         )
 
@@ -155,7 +158,8 @@ class SiteSecrets(BaseModel):
 
     @classmethod
     def from_environment(cls, site: SiteValues, environ: dict[str, str] | None = None) -> SiteSecrets:
-        """VERBUND112_AMI_SECRET and VERBUND112_DISPATCHER_PASSWORD_<SEAT> (seat upper-cased, - as _)."""
+        """VERBUND112_AMI_SECRET, VERBUND112_FASTAGI_SECRET and VERBUND112_DISPATCHER_PASSWORD_<SEAT>
+        (seat upper-cased, - as _)."""
         env = os.environ if environ is None else environ
         passwords = {}
         for seat in site.dispatchers:
@@ -163,9 +167,11 @@ class SiteSecrets(BaseModel):
             if key not in env:
                 raise ValueError(f"{key} is not set")
             passwords[seat] = env[key]
-        if "VERBUND112_AMI_SECRET" not in env:
-            raise ValueError("VERBUND112_AMI_SECRET is not set")
-        return cls(ami_secret=env["VERBUND112_AMI_SECRET"], dispatcher_passwords=passwords)
+        for key in ("VERBUND112_AMI_SECRET", "VERBUND112_FASTAGI_SECRET"):
+            if key not in env:
+                raise ValueError(f"{key} is not set")
+        return cls(ami_secret=env["VERBUND112_AMI_SECRET"], fastagi_secret=env["VERBUND112_FASTAGI_SECRET"],
+                   dispatcher_passwords=passwords)  # fmt: skip
 
     @model_validator(mode="after")
     def _no_config_injection(self) -> SiteSecrets:

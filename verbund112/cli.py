@@ -24,6 +24,7 @@ def main() -> None:
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="YAML settings file")
 def serve(config_file: Path | None) -> None:
     """Run the service of one site (AMI, FastAGI, HTTP API)."""
+    from telephony.fastagi import PeerSetupError
     from verbund112 import logs
     from verbund112.service import Service
     from verbund112.settings import load_settings
@@ -35,7 +36,10 @@ def serve(config_file: Path | None) -> None:
     logs.configure(settings.log)
 
     async def run() -> None:
-        service = Service(settings)
+        try:
+            service = Service(settings)
+        except PeerSetupError as exc:  # no FastAGI secret, or no way to know Asterisk's address
+            raise click.ClickException(f"configuration: {exc}") from exc
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, service.stop)

@@ -25,7 +25,7 @@ from routing.decision import Places
 from routing.rules import Rules
 from telephony import events
 from telephony.ami import AmiClient
-from telephony.fastagi import FastAgiServer
+from telephony.fastagi import FastAgiServer, PeerPolicy
 from verbund112.features.abandoned_calls import AbandonedCalls
 from verbund112.features.aml_polls import AmlPull
 from verbund112.features.circling_callers import CirclingCallers
@@ -53,6 +53,8 @@ class Service:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         site, partner = settings.site, settings.partner
+        # first, so that a service that cannot tell its Asterisk from anyone else never starts
+        fastagi_peers = PeerPolicy.from_settings(settings.fastagi, asterisk_host=settings.ami.host)
         self.registry = registry = prom.CollectorRegistry()
         self.hub = EventHub()
         self.supervisor = Supervisor(registry)
@@ -87,8 +89,10 @@ class Service:
             host=settings.fastagi.host,
             port=settings.fastagi.port,
             deadline=settings.fastagi.deadline,
+            peers=fastagi_peers,
             max_header_bytes=settings.fastagi.max_header_bytes,
             on_done=self.routing_metrics.exchange_done,
+            on_refused=self.routing_metrics.peer_refused,
         )
         self.screens = DispatcherScreens(site, registry)
         self.pops = ScreenPops(site=site, partner=settings.partner, store=self.store, screens=self.screens,
@@ -138,7 +142,7 @@ class Service:
             "site": self.settings.site,
             "ami": {"connected": self.ami.is_connected, "connections": self.ami.connections},
             "fastagi": {"requests": stats.requests, "answered": stats.answered, "fallbacks": stats.fallbacks,
-                        "rejected": stats.rejected},
+                        "rejected": stats.rejected, "refused": stats.refused},
             "redis": {"reachable": self.store.reachable},
             "partner": {"site": self.settings.partner, "reporting": self.partner.alive,
                         "problem": self.partner.problem or None},

@@ -183,7 +183,10 @@ def test_the_installed_wheel_renders_the_asterisk_configuration(
     venv: Path, tmp_path: Path, operator_env: dict[str, str]
 ) -> None:
     site = asterisk_config.load_site("jena")
-    secrets = {"VERBUND112_AMI_SECRET": "wheel-test-ami-secret"}
+    secrets = {
+        "VERBUND112_AMI_SECRET": "wheel-test-ami-secret",
+        "VERBUND112_FASTAGI_SECRET": "wheel-test-fastagi-secret",
+    }
     secrets |= {
         f"VERBUND112_DISPATCHER_PASSWORD_{s.upper().replace('-', '_')}": f"pw-{s}-0123" for s in site.dispatchers
     }

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import re
 
-_EXPRESSION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# ${NAME}, or a function such as ${AST_CONFIG(verbund112.conf,fastagi,secret)}: looked up as written
+_EXPRESSION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*(?:\([^)]*\))?)\}")
 
 
 def request_text(script: str = "route", uniqueid: str = "jena-1.1", caller: str = "+4936411234567") -> str:
@@ -37,15 +38,26 @@ def _answer(line: str, variables: dict[str, str], set_variables: dict[str, str])
 
 
 async def exchange(
-    port: int, variables: dict[str, str], request: str | None = None, host: str = "127.0.0.1"
+    port: int,
+    variables: dict[str, str],
+    request: str | None = None,
+    host: str = "127.0.0.1",
+    source: str | None = None,
 ) -> dict[str, str]:
-    """One whole FastAGI exchange; returns the variables the server set."""
-    reader, writer = await asyncio.open_connection(host, port)
+    """One whole FastAGI exchange; returns the variables the server set.
+
+    ``source``: the local address to connect from (e.g. 127.0.0.9, another loopback address than
+    Asterisk's). The FastAGI secret is one of the ``variables`` (key: telephony.dialplan.FASTAGI_SECRET,
+    the AST_CONFIG expression the server asks for) or missing.
+    """
+    reader, writer = await asyncio.open_connection(host, port, local_addr=(source, 0) if source else None)
     writer.write((request or request_text()).encode())
     set_variables: dict[str, str] = {}
     try:
         while line := (await reader.readline()).decode().strip():
             writer.write(_answer(line, variables, set_variables))
+    except ConnectionResetError:
+        pass  # refused: the server closed without a word
     finally:
         writer.close()
     return set_variables

@@ -13,6 +13,7 @@ import yaml
 from click.testing import CliRunner
 from pydantic import ValidationError
 
+from telephony import dialplan as telephony_dialplan
 from verbund112 import asterisk_config, shipped
 from verbund112.cli import main
 
@@ -52,6 +53,16 @@ def test_the_ami_user_gets_only_the_classes_it_needs(rendered) -> None:
     assert re.findall(r"^(deny|permit) = (.*)$", user, re.M) == [
         ("deny", "0.0.0.0/0.0.0.0"), ("deny", "::/0"), ("permit", "127.0.0.1/32"),
     ]  # fmt: skip
+
+
+def test_the_fastagi_secret_is_where_the_service_asks_for_it_and_nowhere_else(rendered) -> None:
+    """In verbund112.conf (read with AST_CONFIG), never in the dialplan (a global or the AGI URL are logged)."""
+    _, secrets, files = rendered
+    file, category, key = re.fullmatch(r"AST_CONFIG\((.+),(.+),(.+)\)", telephony_dialplan.FASTAGI_SECRET).groups()
+    assert file == telephony_dialplan.FASTAGI_SECRET_FILE
+    assert re.search(rf"^\[{category}\]\n{key} = {secrets.fastagi_secret}$", files[file], re.M)
+    assert [name for name, text in files.items() if secrets.fastagi_secret in text] == [file]
+    assert re.search(r"^load => func_config\.so$", files["modules.conf"], re.M)
 
 
 def test_carrier_is_matched_by_address_and_keeps_pidf_lo(rendered) -> None:
@@ -113,8 +124,9 @@ def test_the_rendered_files_differ_only_in_site_values() -> None:
     jena = asterisk_config.load_site("jena")
     gera = asterisk_config.load_site("gera")
     secrets = asterisk_config.SiteSecrets(
-        ami_secret="s" * 16, dispatcher_passwords={s: "p" * 12 for s in [*jena.dispatchers, *gera.dispatchers]}
-    )
+        ami_secret="s" * 16, fastagi_secret="f" * 16,
+        dispatcher_passwords={s: "p" * 12 for s in [*jena.dispatchers, *gera.dispatchers]},
+    )  # fmt: skip
     jena_files = asterisk_config.render(jena, secrets)
     gera_files = asterisk_config.render(gera, secrets)
     normalise = str.maketrans({})
@@ -153,7 +165,9 @@ def test_the_ami_permit_takes_single_hosts_in_any_spelling() -> None:
 
 def test_secrets_cannot_inject_configuration() -> None:
     with pytest.raises(ValidationError):
-        asterisk_config.SiteSecrets(ami_secret="abcdefghijkl\n[evil]", dispatcher_passwords={})
+        asterisk_config.SiteSecrets(ami_secret="abcdefghijkl\n[evil]", fastagi_secret="f" * 16, dispatcher_passwords={})
+    with pytest.raises(ValidationError):
+        asterisk_config.SiteSecrets(ami_secret="s" * 16, fastagi_secret="f" * 16 + "\n[evil]", dispatcher_passwords={})
 
 
 def test_no_secret_is_committed() -> None:
@@ -174,7 +188,8 @@ def test_the_shipped_files_are_the_repositorys_folders_in_a_checkout() -> None:
 def _secrets_file(tmp_path: Path) -> Path:
     seats = asterisk_config.load_site("jena").dispatchers
     path = tmp_path / "secrets.yaml"
-    path.write_text(yaml.safe_dump({"ami_secret": "s" * 16, "dispatcher_passwords": {d: "p" * 12 for d in seats}}))
+    path.write_text(yaml.safe_dump({"ami_secret": "s" * 16, "fastagi_secret": "f" * 16,
+                                    "dispatcher_passwords": {d: "p" * 12 for d in seats}}))  # fmt: skip
     return path
 
 

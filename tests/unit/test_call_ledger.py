@@ -91,3 +91,13 @@ def test_a_new_position_replaces_the_old_one_of_its_source_on_the_cards_of_that_
     assert ledger.holders("+4915112345678") == ["jena-d1"]
     card = ledger.new_location("jena-d1", {"source": "aml", "lat": 50.7})
     assert card["locations"] == [{"source": "aml", "lat": 50.7}, routed]
+
+
+def test_a_second_routing_of_a_call_id_keeps_the_first_entry() -> None:
+    """As the store keeps the first record, the ledger keeps the first entry (the card shows it)."""
+    ledger = CallLedger()
+    assert ledger.entered("jena-1.5", "jena-1.5", "+4936411234", 100.0, record("jena-1.5"))
+    assert not ledger.entered("jena-9.9", "jena-1.5", "+4915199999999", 101.0, record("jena-1.5", "+4915199999999"))
+    kept = ledger.record_of("jena-1.5")
+    assert kept is not None and kept.caller == "+4936411234"
+    assert len(ledger) == 1

@@ -7,25 +7,40 @@ real Asterisk talks to the same server in tests/integration.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from lab.processes import free_tcp_port
-from telephony.fastagi import AgiReply, AgiSession, FastAgiServer
+from telephony import dialplan
+from telephony.fastagi import AgiReply, AgiSession, FastAgiServer, FastAgiSettings, PeerPolicy, PeerSetupError
 from tests.support import agi_client
 from verbund112.service import Service, running
 from verbund112.settings import Settings
 
 REQUEST = agi_client.request_text()
+SECRET = "secret-of-the-dialplan-0123"
+ASTERISK = ["127.0.0.1"]  # where Asterisk connects from in these tests
+PEERS = PeerPolicy.from_settings(FastAgiSettings(allowed_peers=ASTERISK, secret=SECRET), asterisk_host="unused")
 
 
-async def asterisk_side(port: int, request: str = REQUEST, variables: dict[str, str] | None = None) -> dict[str, str]:
-    """Play Asterisk's side of the exchange."""
-    variables = variables or {"V112_CALL_ID": "jena-1.1", "V112_CALLER": "+4936411234567"}
-    return await agi_client.exchange(port, variables, request)
+async def asterisk_side(
+    port: int,
+    request: str = REQUEST,
+    variables: dict[str, str] | None = None,
+    *,
+    secret: str | None = SECRET,
+    source: str | None = None,
+) -> dict[str, str]:
+    """Play Asterisk's side of the exchange (with the dialplan's secret unless told otherwise)."""
+    variables = dict(variables or {"V112_CALL_ID": "jena-1.1", "V112_CALLER": "+4936411234567"})
+    if secret is not None:
+        variables[dialplan.FASTAGI_SECRET] = secret
+    return await agi_client.exchange(port, variables, request, source=source)
 
 
 async def start(server: FastAgiServer) -> FastAgiServer:
@@ -40,8 +55,9 @@ FALLBACK = AgiReply((("V112_ROUTE", "local"),))
 async def server_with() -> AsyncIterator:
     servers: list[FastAgiServer] = []
 
-    async def make(handler, deadline: float = 0.3) -> FastAgiServer:
-        server = FastAgiServer(handler, fallback=FALLBACK, host="127.0.0.1", port=0, deadline=deadline)
+    async def make(handler, deadline: float = 0.3, on_refused=None) -> FastAgiServer:
+        server = FastAgiServer(handler, fallback=FALLBACK, host="127.0.0.1", port=0, deadline=deadline, peers=PEERS,
+                               on_refused=on_refused)  # fmt: skip
         servers.append(server)
         return await start(server)
 
@@ -104,21 +120,96 @@ async def test_garbage_is_refused_and_the_connection_closed(server_with, garbage
     assert server.stats.rejected == 1
 
 
+async def test_a_peer_outside_the_allow_list_is_closed_before_anything_is_read(server_with) -> None:
+    async def handler(_: AgiSession) -> AgiReply:
+        raise AssertionError("a refused peer must not reach the handler")
+
+    refused: list[str] = []
+    server = await server_with(handler, on_refused=refused.append)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port, local_addr=("127.0.0.9", 0))
+    writer.write(REQUEST.encode())  # Asterisk's request, with the secret ready: from the wrong address
+    with contextlib.suppress(ConnectionResetError):
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # not a word said
+    writer.close()
+    assert (server.stats.refused, server.stats.requests, refused) == (1, 0, ["peer"])
+
+
+@pytest.mark.parametrize("secret", [None, "", "secret-of-the-dialplan-0124", SECRET + "0", SECRET[:-1]])
+async def test_a_peer_without_the_dialplans_secret_is_refused(server_with, secret: str | None) -> None:
+    async def handler(_: AgiSession) -> AgiReply:
+        raise AssertionError("a refused peer must not reach the handler")
+
+    refused: list[str] = []
+    server = await server_with(handler, on_refused=refused.append)
+    assert await asyncio.wait_for(asterisk_side(server.port, secret=secret), 5) == {}  # nothing set
+    assert (server.stats.refused, server.stats.answered, server.stats.fallbacks, refused) == (1, 0, 0, ["secret"])
+
+
+def test_the_peers_default_to_the_asterisk_of_the_ami_settings() -> None:
+    peers = PeerPolicy.from_settings(FastAgiSettings(secret=SECRET), asterisk_host="192.0.2.10")
+    assert peers.allows(("192.0.2.10", 40000))
+    assert peers.allows(("::ffff:192.0.2.10", 40000, 0, 0))  # IPv4 on a dual-stack socket
+    assert not peers.allows(("192.0.2.11", 40000))
+    assert not peers.allows("/run/socket")
+    networks = PeerPolicy.from_settings(FastAgiSettings(secret=SECRET, allowed_peers=["10.1.0.0/16"]), "x")
+    assert networks.allows(("10.1.2.3", 1)) and not networks.allows(("10.2.0.1", 1))
+
+
+@pytest.mark.parametrize(
+    ("settings", "host", "message"),
+    [
+        ({}, "127.0.0.1", "fastagi.secret is not set"),
+        ({"secret": SECRET}, "asterisk.example", "not an IP address"),
+        ({"secret": SECRET, "allowed_peers": []}, "127.0.0.1", "empty"),
+    ],
+)
+def test_a_service_that_cannot_tell_its_asterisk_does_not_start(settings: dict, host: str, message: str) -> None:
+    with pytest.raises(PeerSetupError, match=message):
+        PeerPolicy.from_settings(FastAgiSettings(**settings), asterisk_host=host)
+    with pytest.raises(PeerSetupError, match=message):
+        Service(service_settings(fastagi={"port": 0, **settings}, ami={"host": host}))
+
+
+@pytest.mark.parametrize("secret", ["short", "with space in it 0123", "semicolon;0123456789"])
+def test_a_secret_the_dialplan_cannot_hold_is_refused(secret: str) -> None:
+    with pytest.raises(ValidationError, match="secret"):
+        FastAgiSettings(secret=secret)
+
+
+async def test_refused_peers_route_nothing_and_are_counted(service: Service) -> None:
+    """Neither a stranger's address nor a wrong secret reaches routing: no CallRouted (so no AML
+    pull, no call record, no card); Asterisk's request after them is routed as ever."""
+    port = service.fastagi.port
+    forged = {"V112_CALL_ID": "jena-1.1", "V112_CALLER": "+4915199999999"}
+    with service.hub.subscribe() as events:
+        await asyncio.wait_for(asterisk_side(port, variables=forged, source="127.0.0.9"), 5)
+        await asyncio.wait_for(asterisk_side(port, variables=forged, secret="not-the-secret-0123"), 5)
+        await asyncio.wait_for(asterisk_side(port, variables=forged, secret=None), 5)
+        real = {"V112_CALL_ID": "jena-2.2", "V112_CALLER": "+4936411234567"}
+        assert (await asyncio.wait_for(asterisk_side(port, variables=real), 5))["V112_ROUTE"] == "local"
+        routed = await asyncio.wait_for(events.get(), 5)
+    assert (routed.call_id, routed.caller_number) == ("jena-2.2", "+4936411234567")  # the first event is the real one
+    refused = {reason: service.registry.get_sample_value("verbund112_fastagi_refused_total", {"reason": reason})
+               for reason in ("peer", "secret")}  # fmt: skip
+    assert refused == {"peer": 1.0, "secret": 2.0}
+    assert service.status()["fastagi"]["refused"] == 3
+
+
 def service_settings(**changes) -> Settings:
-    return Settings(
-        site="jena",
-        ami={"port": free_tcp_port(), "reconnect_max": 0.5},
-        redis={"url": f"redis://127.0.0.1:{free_tcp_port()}/0"},
-        fastagi={"port": 0, "deadline": 0.3},
-        web={
+    values = {
+        "site": "jena",
+        "ami": {"port": free_tcp_port(), "reconnect_max": 0.5},
+        "redis": {"url": f"redis://127.0.0.1:{free_tcp_port()}/0"},
+        "fastagi": {"port": 0, "deadline": 0.3, "allowed_peers": ASTERISK, "secret": SECRET},
+        "web": {
             "port": 0,
             "tokens": {
                 "t-admin-0123456789": {"role": "admin", "name": "alice"},
                 "t-read-0123456789": {"role": "read", "name": "rita"},
             },
         },
-        **changes,
-    )
+    }
+    return Settings(**(values | changes))
 
 
 @pytest.fixture

@@ -24,7 +24,11 @@ def start_serve(tmp_path: Path, extra: str = "") -> tuple[subprocess.Popen[bytes
         f"site: jena\n{extra}ami:\n  port: {free_tcp_port()}\nfastagi:\n  port: {free_tcp_port()}\n"
         f"redis:\n  url: redis://127.0.0.1:{free_tcp_port()}/0\nweb:\n  port: {web_port}\n"
     )
-    env = {**os.environ, "VERBUND112_WEB__TOKENS": json.dumps({TOKEN: {"role": "read", "name": "test"}})}
+    env = {
+        **os.environ,
+        "VERBUND112_WEB__TOKENS": json.dumps({TOKEN: {"role": "read", "name": "test"}}),
+        "VERBUND112_FASTAGI__SECRET": "secret-of-this-test",
+    }
     process = subprocess.Popen(
         [sys.executable, "-m", "verbund112", "serve", "--config", str(config)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,

@@ -302,3 +302,25 @@ async def test_a_creation_time_in_the_future_counts_as_now(short_store: Store) -
     await short_store.add_abandoned_once(abandoned("jena-8.3", at=time.time() + 10_000))
     assert await ttl_s(short_store, keys.ABANDONED_KEY) <= 100
     assert await ttl_s(short_store, keys.abandoned_entry("jena-8.3")) <= 100
+
+
+async def test_a_call_record_is_never_overwritten(store: Store) -> None:
+    """A second request for the same call id (a forged one, say) keeps the first record and index."""
+    now = time.time()
+    first = CallRecord(call_id="jena-1.1", routed_at=now, entry_site="jena", caller=NUMBER, route="local",
+                       routed_to="jena", reason="PIDF-LO in Jena")  # fmt: skip
+    forged = first.model_copy(update={"caller": "+4915199999999", "routed_at": now + 1, "reason": "forged"})
+    created = [await store.save_call(first), await store.save_call(forged)]
+    assert await store.load_call("jena-1.1") == first
+    assert await store.redis.exists(keys.calls_by_number("+4915199999999")) == 0
+    assert [c.call_id for c in (await store.aml_and_earlier(NUMBER, now - 60, 11))[1]] == ["jena-1.1"]
+    assert created == [True, False]
+    assert store.call_records_kept._value.get() == 1
+    assert 0 < await store.redis.ttl(keys.call("jena-1.1")) <= store.max_age_s
+
+
+async def test_a_call_record_of_an_unusable_number_is_kept_without_an_index(store: Store) -> None:
+    record = CallRecord(call_id="jena-2.1", routed_at=time.time(), entry_site="jena", caller="110", route="local")
+    assert await store.save_call(record) is True
+    assert await store.load_call("jena-2.1") == record
+    assert await store.redis.keys(keys.calls_by_number("*")) == []

@@ -44,9 +44,13 @@ class CallLedger:
 
     # -- calls -----------------------------------------------------------------
 
-    def entered(self, uniqueid: str, call_id: str, caller: str, at: float, record: CallRecord | None) -> None:
+    def entered(self, uniqueid: str, call_id: str, caller: str, at: float, record: CallRecord | None) -> bool:
+        """False if the call id is known: its first entry stays (as its record in the store does)."""
+        if call_id in self._by_call:
+            return False
         self._entries[uniqueid] = Entered(uniqueid, call_id, caller, at, record)
         self._by_call[call_id] = uniqueid
+        return True
 
     def record_of(self, call_id: str) -> CallRecord | None:
         """What this site knew when it routed the call (None: routed elsewhere, or unknown)."""

@@ -50,10 +50,19 @@ class RoutingMetrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
             registry=registry,
         )
+        self.refused = prom.Counter(
+            "verbund112_fastagi_refused", "FastAGI peers refused: not our Asterisk (peer address, secret)",
+            ["reason"], registry=registry,
+        )  # fmt: skip
+        for reason in ("peer", "secret"):
+            self.refused.labels(reason)  # shown as 0 from the start, so an alert can watch the rate
 
     def exchange_done(self, outcome: str, seconds: float) -> None:
         self.requests.labels(outcome).inc()
         self.seconds.observe(seconds)
+
+    def peer_refused(self, reason: str) -> None:
+        self.refused.labels(reason).inc()
 
 
 class RoutingService:

@@ -52,7 +52,7 @@ class Outbox(Generic[T]):
     Full (Redis down for long): the newest write is refused, logged and counted.
     """
 
-    def __init__(self, name: str, write: Callable[[T], Awaitable[None]], dropped: prom.Counter,
+    def __init__(self, name: str, write: Callable[[T], Awaitable[object]], dropped: prom.Counter,
                  maxsize: int = 10000) -> None:  # fmt: skip
         self.name = name
         self._write = write

@@ -124,6 +124,11 @@ class Store:
             "verbund112_store_bad_values", "values read from Redis that did not parse, skipped", ["what"],
             registry=registry,
         )  # fmt: skip
+        self.call_records_kept = prom.Counter(
+            "verbund112_call_records_not_overwritten", "call records not written: one existed for the call id (kept)",
+            registry=registry,
+        )  # fmt: skip
+        self._create_call = self.redis.register_script(retention.CREATE_CALL)
         prom.Gauge("verbund112_redis_up", "1 while Redis answers", registry=registry).set_function(
             lambda: 1.0 if self.reachable else 0.0
         )
@@ -214,17 +219,24 @@ class Store:
 
     # -- calls -------------------------------------------------------------------
 
-    async def save_call(self, record: CallRecord) -> None:
-        """The entry site's record of a call, and the call in its number's index."""
-        caller = record.caller
+    async def save_call(self, record: CallRecord) -> bool:
+        """The entry site's record of a call, and the call in its number's index; create-only.
 
-        def fill(pipe: Any) -> None:
-            pipe.set(keys.call(record.call_id), record.to_json(), ex=self.max_age_s)
-            if _E164.match(caller):
-                pipe.eval(retention.ADD_SCORED, 1, keys.calls_by_number(caller),
-                          record.call_id, record.routed_at, self.max_age_s, keys.CALLS_PER_NUMBER_KEPT)  # fmt: skip
-
-        await self._pipeline(fill)
+        A record that exists is never overwritten (nor its number's index touched): whatever
+        asks second for the same call id, the dispatcher sees what the first request knew.
+        False (logged, counted) when the record was there already.
+        """
+        index = keys.calls_by_number(record.caller) if _E164.match(record.caller) else None
+        created = await self._guarded(
+            self._create_call(
+                keys=[keys.call(record.call_id), *([index] if index else [])],
+                args=[record.to_json(), record.call_id, record.routed_at, self.max_age_s, keys.CALLS_PER_NUMBER_KEPT],
+            )
+        )  # fmt: skip
+        if not created:
+            self.call_records_kept.inc()
+            log.warning("call record for %s exists already: the first one is kept", record.call_id)
+        return bool(created)
 
     async def load_call(self, call_id: str) -> CallRecord | None:
         return self._decode("call", await self._guarded(self.redis.get(keys.call(call_id))), CallRecord)

@@ -40,6 +40,22 @@ return 1
 """
 )
 
+# A call record, create-only (a second request for the same call id, a forged one say, changes
+# nothing), and only then the call in its number's index.
+# KEYS: the record, [the number's index]; ARGV: record (JSON), call id, created at (epoch s),
+# max age (s), calls kept per number. Returns 1 when created, 0 when a record was there.
+CREATE_CALL = (
+    _HELPERS
+    + """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[4]) then return 0 end
+if KEYS[2] then
+  local now = now_s()
+  add_scored(KEYS[2], ARGV[2], math.min(tonumber(ARGV[3]), now), tonumber(ARGV[4]), tonumber(ARGV[5]), now)
+end
+return 1
+"""
+)
+
 # An AML trail: a list, newest first, of JSON fixes with their "received" time.
 # KEYS[1] the trail; ARGV: the fix (JSON), max age (s), keep, channel, number (announced)
 ADD_TO_TRAIL = (
