@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import shapely
@@ -70,27 +69,32 @@ class DistrictIndex:
         self.by_ags = {district.ags: district for district in districts}
 
     @classmethod
-    def from_geojson(cls, path: Path, ags_property: str = "AGS", name_property: str = "name") -> DistrictIndex:
+    def parse_geojson(
+        cls, text: bytes, source: str, ags_property: str = "AGS", name_property: str = "name"
+    ) -> DistrictIndex:
+        """The index from a GeoJSON FeatureCollection already read; ``source`` names it in errors."""
         try:
-            collection: dict[str, Any] = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise AreaDataError(f"{path}: cannot read GeoJSON: {exc}") from exc
+            collection: dict[str, Any] = json.loads(text)
+        except ValueError as exc:
+            raise AreaDataError(f"{source}: cannot read GeoJSON: {exc}") from exc
+        if not isinstance(collection, dict):
+            raise AreaDataError(f"{source}: not a GeoJSON FeatureCollection")
         districts, geometries = [], []
         for number, feature in enumerate(collection.get("features", [])):
             properties = feature.get("properties") or {}
             ags = str(properties.get(ags_property, "")).strip()
             if not ags:
-                raise AreaDataError(f"{path}: feature {number} has no {ags_property!r}")
+                raise AreaDataError(f"{source}: feature {number} has no {ags_property!r}")
             try:
                 geometry = shape(feature["geometry"])
             except (KeyError, ValueError, TypeError, AttributeError) as exc:
-                raise AreaDataError(f"{path}: feature {number} ({ags}): bad geometry: {exc}") from exc
+                raise AreaDataError(f"{source}: feature {number} ({ags}): bad geometry: {exc}") from exc
             if not geometry.is_valid or geometry.is_empty:
                 geometry = shapely.make_valid(geometry)
             districts.append(District(ags, str(properties.get(name_property, ags))))
             geometries.append(geometry)
         if len(set(d.ags for d in districts)) != len(districts):
-            raise AreaDataError(f"{path}: an {ags_property} appears twice")
+            raise AreaDataError(f"{source}: an {ags_property} appears twice")
         return cls(districts, geometries)
 
     def locate(self, lat: float, lon: float, radius_m: float = 0.0) -> AreaMatch | None:

@@ -4,11 +4,17 @@
 it), validates everything and returns ``Rules`` with the district index
 built. Every error names the file, the line and the field. A service keeps its
 last good rules when a new file fails (see verbund112.rules_holder).
+
+Rules come in over the admin API, so reading them is bounded: YAML anchors and
+aliases are refused (an alias bomb of a few hundred bytes expands to billions
+of nodes), nesting and node counts are capped, and data files must be regular
+files inside the rules folder, at most MAX_DATA_FILE_BYTES each.
 """
 
 from __future__ import annotations
 
 import hashlib
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -24,6 +30,9 @@ CentreId = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
 AreaCode = Annotated[str, StringConstraints(pattern=r"^0[1-9][0-9]{1,4}$")]
 Source = Literal["pidf", "aml", "cell", "area_code", "trunk"]
 DEFAULT_PRIORITY: tuple[Source, ...] = ("pidf", "aml", "cell", "area_code", "trunk")
+MAX_DATA_FILE_BYTES = 32 * 1024 * 1024  # the rules file and each data file it names
+MAX_YAML_DEPTH = 32  # the shipped rules nest 5 deep
+MAX_YAML_NODES = 1_000_000  # a cell table of 200 000 cells fits
 
 
 class RulesError(ValueError):
@@ -152,7 +161,34 @@ class Rules:
 
 
 class _LineLoader(yaml.SafeLoader):
-    """SafeLoader that remembers the line of every mapping key, by path."""
+    """SafeLoader that remembers the line of every mapping key, by path, and bounds what it builds.
+
+    Anchors and aliases are refused outright (rules never need them, and they
+    are how a small document becomes a huge one); depth and node count are
+    capped so that neither recursion nor size can exhaust the service.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.composer.ComposerError(
+                None, None, "anchors and aliases (& and *) are not allowed in rules files", event.start_mark
+            )
+        self._nodes += 1
+        if self._nodes > MAX_YAML_NODES:
+            raise yaml.composer.ComposerError(None, None, f"more than {MAX_YAML_NODES} values", event.start_mark)
+        if self._depth >= MAX_YAML_DEPTH:
+            raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_YAML_DEPTH}", event.start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
@@ -181,11 +217,34 @@ def _strip_lines(data: Any, path: tuple[Any, ...], lines: dict[tuple[Any, ...], 
     return data
 
 
-def _read_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
+def read_data_file(path: Path, folder: Path) -> bytes:
+    """A file of the rules, read only if it is a regular file inside the rules folder and not too large.
+
+    Raises RulesError naming the path. Devices and pipes are refused before
+    they are opened (a pipe would block the open, /dev/zero never ends), and
+    the size is checked again while reading, so a growing file cannot run on.
+    """
+    resolved = path.resolve()
+    if not resolved.is_relative_to(folder.resolve()):
+        raise RulesError([f"{path}: outside the rules folder {folder}; data files must be in it"])
     try:
-        text = path.read_text()
+        if not stat.S_ISREG(resolved.stat().st_mode):
+            raise RulesError([f"{path}: not a regular file"])
+        with resolved.open("rb") as data:
+            content = data.read(MAX_DATA_FILE_BYTES + 1)
     except OSError as exc:
         raise RulesError([f"{path}: cannot read: {exc.strerror or exc}"]) from exc
+    if len(content) > MAX_DATA_FILE_BYTES:
+        raise RulesError([f"{path}: larger than {MAX_DATA_FILE_BYTES // (1024 * 1024)} MB"])
+    return content
+
+
+def _read_yaml(path: Path, folder: Path) -> tuple[Any, dict[tuple[Any, ...], int], bytes]:
+    content = read_data_file(path, folder)
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RulesError([f"{path}: not UTF-8 text"]) from exc
     try:
         raw = yaml.load(text, Loader=_LineLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
@@ -193,7 +252,7 @@ def _read_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise RulesError([f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from exc
     lines: dict[tuple[Any, ...], int] = {}
-    return _strip_lines(raw, (), lines), lines
+    return _strip_lines(raw, (), lines), lines, content
 
 
 def _problems(path: Path, error: ValidationError, lines: dict[tuple[Any, ...], int]) -> list[str]:
@@ -213,24 +272,28 @@ def _problems(path: Path, error: ValidationError, lines: dict[tuple[Any, ...], i
 def load_rules(path: Path | str) -> Rules:
     """Read, validate and load a rules file and the data files it names."""
     path = Path(path)
-    data, lines = _read_yaml(path)
+    base = path.parent
+    data, lines, content = _read_yaml(path, base)
     if not isinstance(data, dict):
         raise RulesError([f"{path}:1: the rules file must be a mapping"])
     try:
         spec = RulesFile.model_validate(data)
     except ValidationError as exc:
         raise RulesError(_problems(path, exc, lines)) from exc
-    base = path.parent
-    digest = hashlib.sha256(path.read_bytes())
+    digest = hashlib.sha256(content)
     problems = _reference_problems(spec, path, lines)
 
     polygons = base / spec.areas.polygons
     index = None
+    where = f"{path}:{lines.get(('areas', 'polygons'), 0)}: areas.polygons"
     try:
-        index = DistrictIndex.from_geojson(polygons, spec.areas.ags_property, spec.areas.name_property)
-        digest.update(polygons.read_bytes())
+        geojson = read_data_file(polygons, base)
+        index = DistrictIndex.parse_geojson(geojson, str(polygons), spec.areas.ags_property, spec.areas.name_property)
+        digest.update(geojson)
+    except RulesError as exc:
+        problems.extend(f"{where}: {problem}" for problem in exc.problems)
     except AreaDataError as exc:
-        problems.append(f"{path}:{lines.get(('areas', 'polygons'), 0)}: areas.polygons: {exc}")
+        problems.append(f"{where}: {exc}")
     if index is not None:
         missing = sorted(set(spec.areas.districts) - set(index.by_ags))
         if missing:
@@ -238,12 +301,12 @@ def load_rules(path: Path | str) -> Rules:
             problems.append(f"{path}:{line}: areas.districts: AGS not in {polygons.name}: {', '.join(missing)}")
 
     area_codes: dict[str, str] = (
-        _load_table(base / spec.area_codes, "area_codes", _AreaCodeTable, problems, digest)
+        _load_table(base / spec.area_codes, base, "area_codes", _AreaCodeTable, problems=problems, digest=digest)
         if isinstance(spec.area_codes, str)
         else dict(spec.area_codes)
     )
     cells: dict[str, CellEntry] = (
-        _load_table(base / spec.cells, "cells", _CellTable, problems, digest)
+        _load_table(base / spec.cells, base, "cells", _CellTable, problems=problems, digest=digest)
         if isinstance(spec.cells, str)
         else dict(spec.cells)
     )
@@ -287,11 +350,13 @@ class _CellTable(_Frozen):
     cells: dict[str, CellEntry]
 
 
-def _load_table(path: Path, key: str, model: type[BaseModel], problems: list[str], digest: Any) -> dict[str, Any]:
+def _load_table(
+    path: Path, folder: Path, key: str, model: type[BaseModel], *, problems: list[str], digest: Any
+) -> dict[str, Any]:
     try:
-        data, lines = _read_yaml(path)
+        data, lines, content = _read_yaml(path, folder)
         table = model.model_validate(data)
-        digest.update(path.read_bytes())
+        digest.update(content)
         return dict(getattr(table, key))
     except RulesError as exc:
         problems.extend(exc.problems)

@@ -2,12 +2,13 @@
 
 A reload (SIGHUP, admin API, upload) validates the new file completely before
 anything changes; a file that fails is refused and the last good rules keep
-routing. Uploaded rules are written next to the current file (so its data
-files resolve the same way) and moved into place with os.replace.
+routing. Uploaded rules are checked next to the current file (so its data
+files resolve the same way), then written and moved into place with os.replace.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import tempfile
@@ -46,43 +47,60 @@ class RulesHolder:
             self.last_error = str(exc)
             log.error("routing rules %s refused; calls stay where they enter until fixed:\n%s", self.path, exc)
 
-    def reload(self) -> RulesChange:
-        """Re-read the rules file. Raises RulesError (and keeps the old rules) if it fails."""
-        return self._swap(self._validated(self.path), applied=True)
+    def check(self, text: str | None) -> Rules:
+        """Validate the rules file (text None) or uploaded text; nothing changes.
 
-    def replace(self, text: str, dry_run: bool) -> RulesChange:
-        """Validate uploaded rules text; unless dry_run, write it in place and use it."""
+        Blocking file and CPU work: the service runs it off the event loop
+        (verbund112.features.rules_admin). Uploaded text is written next to the
+        rules file for the check, so its data files resolve the same way, and
+        removed again. Raises RulesError.
+        """
+        if text is None:
+            return load_rules(self.path)
         if len(text) > 1_000_000:
             raise RulesError(["uploaded rules: larger than 1 MB"])
-        handle, name = tempfile.mkstemp(prefix=".upload-", suffix=".yaml", dir=self.path.parent)
-        candidate = Path(name)
+        candidate = self._write_beside(text)
         try:
-            with os.fdopen(handle, "w") as out:
-                out.write(text)
-            new = self._validated(candidate)
-            if dry_run:
-                return self._change(new, applied=False)
-            os.replace(candidate, self.path)
-            new = load_rules(self.path)  # its source is the real path now
-            return self._swap(new, applied=True)
+            return load_rules(candidate)
         finally:
             candidate.unlink(missing_ok=True)
 
-    def _validated(self, path: Path) -> Rules:
+    def refused(self, problem: RulesError) -> None:
+        self.last_error = str(problem)
+        log.warning("new routing rules refused, the last good rules stay in force:\n%s", problem)
+
+    def apply(self, new: Rules, text: str | None) -> RulesChange:
+        """Put checked rules in force; uploaded text is written over the rules file first (atomically)."""
+        if text is not None:
+            written = self._write_beside(text)
+            try:
+                os.replace(written, self.path)
+            finally:
+                written.unlink(missing_ok=True)
+            new = dataclasses.replace(new, source=str(self.path))  # checked under the upload's name
+        return self._swap(new)
+
+    def _write_beside(self, text: str) -> Path:
+        handle, name = tempfile.mkstemp(prefix=".upload-", suffix=".yaml", dir=self.path.parent)
         try:
-            return load_rules(path)
-        except RulesError as exc:
-            self.last_error = str(exc)
-            log.warning("new routing rules refused, the last good rules stay in force:\n%s", exc)
+            with os.fdopen(handle, "w", encoding="utf-8") as out:
+                out.write(text)
+        except BaseException:
+            Path(name).unlink(missing_ok=True)
             raise
+        return Path(name)
+
+    def preview(self, new: Rules) -> RulesChange:
+        """What checked rules would change (a dry run)."""
+        return self._change(new, applied=False)
 
     def _change(self, new: Rules, applied: bool) -> RulesChange:
         old = self.rules
         changes = describe_changes(old, new) if old is not None else ["(no rules were loaded before)"]
         return RulesChange(old.digest if old else None, new.digest, changes, applied)
 
-    def _swap(self, new: Rules, applied: bool) -> RulesChange:
-        change = self._change(new, applied)
+    def _swap(self, new: Rules) -> RulesChange:
+        change = self._change(new, applied=True)
         self.rules = new  # one reference assignment: a call sees the old or the new rules, never a mix
         self.last_error = None
         log.info("routing rules now %s (%d changes)", new.digest[:12], len(change.changes))

@@ -196,6 +196,7 @@ class Service:
             try:
                 await self.fastagi.stop()
                 await runner.cleanup()
+                self.rules.close()
                 for outbox in (self.call_records, self.move_records, self.abandoned.outbox):
                     await outbox.drain(DRAIN_S)
                 await self.store.close()

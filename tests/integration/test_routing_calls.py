@@ -13,6 +13,7 @@ from lab import lab
 from routing.decision import Route
 from telephony.events import DispatcherAnswered
 from tests.conftest import next_event, place_call
+from tests.support.hostile_input import ALIAS_BOMB
 from verbund112.features.hub import CallRouted
 from verbund112.service import Service
 
@@ -202,3 +203,41 @@ async def test_polygon_and_ellipse_positions_route_through_asterisk(
     assert routed.decision.location is not None
     assert routed.decision.location.district == district
     assert answered.site == answering_site
+
+
+async def test_an_alias_bomb_and_a_device_as_data_file_get_422_while_calls_are_routed(
+    verbund: lab.Verbund, start_service, start_desks
+) -> None:
+    jena = await start_service("jena")
+    await start_desks("jena", ["jena-d1"])
+    endless = verbund.rules_file.read_text().replace("area_codes: area_codes.yaml", "area_codes: /dev/zero")
+    url = f"http://127.0.0.1:{verbund.ports['jena'].web}/api/v1/rules"
+    admin = {"Authorization": f"Bearer {verbund.web_token}"}
+    answers: list[tuple[int, str]] = []
+    routed_now = asyncio.Event()
+
+    async def keep_uploading() -> None:
+        """Both uploads, again and again, until the call has been routed: each must be refused at once."""
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as client:
+            while not routed_now.is_set():
+                for text in (ALIAS_BOMB, endless):
+                    async with client.put(url, data=text, headers=admin) as response:
+                        answers.append((response.status, json.dumps(await response.json())))
+
+    digest = jena.rules.rules.digest
+    with jena.hub.subscribe() as events:
+        uploads = asyncio.create_task(keep_uploading())
+        call = asyncio.create_task(place_call(verbund, "jena", "036411234567", talk_ms=300))
+        routed = await next_event(events, CallRouted)
+        routed_now.set()
+        await uploads
+        answered = await next_event(events, DispatcherAnswered, lambda e: e.call_id == routed.call_id)
+        assert await call == 0
+    assert routed.decision.route is Route.LOCAL  # the service's answer, not the dialplan's fallback
+    assert jena.fastagi.stats.fallbacks == 0
+    assert answered.dispatcher == "jena-d1"
+    assert len(answers) >= 2
+    bombs, devices = answers[0::2], answers[1::2]
+    assert all(status == 422 and "anchors and aliases" in body for status, body in bombs), bombs[:1]
+    assert all(status == 422 and "/dev/zero: outside the rules folder" in body for status, body in devices), devices[:1]
+    assert jena.rules.rules.digest == digest

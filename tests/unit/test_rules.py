@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
+import routing.rules as rules_module
 from routing.rules import RulesError, load_rules
+from tests.support.hostile_input import ALIAS_BOMB
 
 RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
 
@@ -110,3 +113,59 @@ def test_not_a_rules_file(tmp_path: Path, content: str) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(RulesError, match="cannot read"):
         load_rules(tmp_path / "none.yaml")
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (ALIAS_BOMB, "anchors and aliases"),
+        ("version: 1\nsites: &s {jena: {queue: q}}\n", "anchors and aliases"),
+        ("version: 1\nx: " + "[" * 40 + "]" * 40 + "\n", "nested deeper than"),
+    ],
+)
+def test_yaml_that_would_expand_or_recurse_is_refused_where_it_starts(
+    tmp_path: Path, content: str, expected: str
+) -> None:
+    path = tmp_path / "verbund112.yaml"
+    path.write_text(content)
+    with pytest.raises(RulesError, match=f"{path}:[23]: not valid YAML: {expected}"):
+        load_rules(path)
+
+
+def test_yaml_with_more_nodes_than_the_cap_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rules_module, "MAX_YAML_NODES", 50)
+    path = tmp_path / "verbund112.yaml"
+    path.write_text("version: 1\nx: [" + ", ".join(["1"] * 60) + "]\n")
+    with pytest.raises(RulesError, match="more than 50 values"):
+        load_rules(path)
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "../outside.yaml", "/etc/passwd"])
+def test_data_files_outside_the_rules_folder_are_refused(rules_dir: Path, target: str) -> None:
+    (rules_dir.parent / "outside.yaml").write_text('area_codes: {"0365": "16052"}\n')
+    path = edit(rules_dir, "area_codes: area_codes.yaml", f"area_codes: {target}")
+    with pytest.raises(RulesError, match="outside the rules folder"):
+        load_rules(path)
+
+
+def test_a_symlink_out_of_the_rules_folder_is_refused(rules_dir: Path) -> None:
+    (rules_dir / "cells.yaml").symlink_to("/dev/zero")
+    path = edit(rules_dir, "cells: {}", "cells: cells.yaml")
+    with pytest.raises(RulesError, match="outside the rules folder"):
+        load_rules(path)
+
+
+def test_data_files_must_be_regular_files(rules_dir: Path) -> None:
+    os.mkfifo(rules_dir / "cells.yaml")  # opening a pipe would block until someone writes
+    path = edit(rules_dir, "cells: {}", "cells: cells.yaml")
+    with pytest.raises(RulesError, match=r"cells\.yaml: not a regular file"):
+        load_rules(path)
+
+
+def test_data_files_have_a_size_limit(rules_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rules_module, "MAX_DATA_FILE_BYTES", 1024 * 1024)
+    with (rules_dir / "cells.yaml").open("wb") as cells:
+        cells.truncate(1024 * 1024 + 1)  # sparse: costs no disk
+    path = edit(rules_dir, "cells: {}", "cells: cells.yaml")
+    with pytest.raises(RulesError, match=r"cells\.yaml: larger than 1 MB"):
+        load_rules(path)
