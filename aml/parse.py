@@ -176,7 +176,7 @@ def _parse_v2(fields: dict[str, str], sender: str | None) -> AmlMessage:
     if location and location.upper() != "N":
         parts = [part.strip() for part in location.split(",")]
         if len(parts) not in (2, 3):
-            raise AmlError(f"lo must be 'lat,lon,accuracy', got {location[:40]!r}")
+            raise AmlError(f"lo must be 'lat,lon,accuracy' ({len(parts)} parts given)")  # never the position
         accuracy = parts[2] if len(parts) == 3 else None
         if accuracy is not None and _float(accuracy) == 0:
             accuracy = None  # "an accuracy of 0 represents unknown"
@@ -290,9 +290,9 @@ def _position(lat_text: str | None, lon_text: str | None, radius_text: str | Non
 def _coordinate(text: str, name: str, limit: float) -> float:
     value = _float(text)
     if value is None:
-        raise AmlError(f"{name} is not a number: {text[:20]!r}")
+        raise AmlError(f"{name} is not a number")  # the reason is logged: never the coordinate itself
     if not -limit <= value <= limit:
-        raise AmlError(f"{name} out of range: {text[:20]} (allowed -{limit:.0f}..{limit:.0f})")
+        raise AmlError(f"{name} out of range (allowed -{limit:.0f}..{limit:.0f})")
     return value
 
 

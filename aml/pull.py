@@ -315,6 +315,8 @@ class AmlPullClient:
                 raise PullError("unreachable", "server hung up (client certificate refused?)") from exc
             if isinstance(exc, aiohttp.ClientConnectionError | OSError):
                 raise PullError("unreachable", str(exc) or type(exc).__name__) from exc
+            if isinstance(exc, aiohttp.ClientResponseError):  # its text has the URL, the number in its query
+                raise PullError("bad-response", f"HTTP {exc.status}: {exc.message}") from exc
             raise PullError("bad-response", str(exc) or type(exc).__name__) from exc
         if status in (204, 404):
             return PullAnswer(())

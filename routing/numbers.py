@@ -26,7 +26,7 @@ def to_e164(raw: str) -> str:
     if not number:
         raise NumberError("no number")
     if not _DIGITS.match(number):
-        raise NumberError(f"not a telephone number: {raw[:32]!r}")
+        raise NumberError("not a telephone number")  # never the number itself: errors get logged
     if number.startswith("+"):
         e164 = number
     elif number.startswith("00"):
@@ -34,9 +34,9 @@ def to_e164(raw: str) -> str:
     elif number.startswith("0"):
         e164 = f"+{COUNTRY_CODE}{number[1:]}"
     else:
-        raise NumberError(f"no country or area code: {raw[:32]!r}")
+        raise NumberError("no country or area code")
     if not 8 <= len(e164) - 1 <= 15 or e164[1] == "0":
-        raise NumberError(f"not a valid E.164 length or country code: {raw[:32]!r}")
+        raise NumberError("not a valid E.164 length or country code")
     return e164
 
 

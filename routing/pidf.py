@@ -15,7 +15,7 @@ from xml.etree.ElementTree import Element
 
 from defusedxml import ElementTree
 
-from routing.location import MAX_RADIUS_M, LocationError, Position, polygon_position
+from routing.location import MAX_RADIUS_M, LocationError, Position, altitude, polygon_position
 
 MAX_BYTES = 64 * 1024
 
@@ -25,14 +25,18 @@ _GP = "{urn:ietf:params:xml:ns:pidf:geopriv10}"
 _GML = "{http://www.opengis.net/gml}"
 _GS = "{http://www.opengis.net/pidflo/1.0}"
 _METRES = "urn:ogc:def:uom:EPSG::9001"
-_DIMENSIONS = {"urn:ogc:def:crs:EPSG::4326": 2, "urn:ogc:def:crs:EPSG::4979": 3}
+_SRS_3D = "urn:ogc:def:crs:EPSG::4979"
+_DIMENSIONS = {"urn:ogc:def:crs:EPSG::4326": 2, _SRS_3D: 3}
+# RFC 5491: these shapes exist in 3-D only
+_THREE_D_ONLY = {f"{_GS}Sphere": 3, f"{_GS}Ellipsoid": 3, f"{_GS}Prism": 3}
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 
 
 def parse_pidf(document: bytes | str) -> Position:
-    """The first supported shape (Point, Circle, Ellipse, Polygon) of a PIDF-LO document.
+    """The first supported shape (Point, Circle, Ellipse, Polygon; 3-D: Sphere, Ellipsoid, Prism) of a PIDF-LO.
 
-    Ellipses and polygons become a conservative circle around their centre.
+    Ellipses and polygons become a conservative circle around their centre. A 3-D shape
+    (EPSG 4979) keeps its altitude; a Prism is its base polygon at the base's mean altitude.
     """
     if not document:
         raise LocationError("PIDF-LO document is empty")
@@ -68,58 +72,73 @@ def _geoprivs(root: Element) -> Iterator[Element]:
 
 
 def _shape(shape: Element, method: str) -> Position | None:
+    name = _local(shape)
     if shape.tag == f"{_GML}Point":
-        lat, lon = _centre(shape)
-        return Position(lat, lon, 0.0, "Point", method)
-    if shape.tag == f"{_GS}Circle":
-        lat, lon = _centre(shape)
-        return Position(lat, lon, _length(shape, f"{_GS}radius"), "Circle", method)
-    if shape.tag == f"{_GS}Ellipse":
-        lat, lon = _centre(shape)
+        lat, lon, height = _centre(shape)
+        return Position(lat, lon, 0.0, "Point", method, height)
+    if shape.tag in (f"{_GS}Circle", f"{_GS}Sphere"):
+        lat, lon, height = _centre(shape)
+        return Position(lat, lon, _length(shape, f"{_GS}radius"), name, method, height)
+    if shape.tag in (f"{_GS}Ellipse", f"{_GS}Ellipsoid"):
+        lat, lon, height = _centre(shape)
         major, minor = _length(shape, f"{_GS}semiMajorAxis"), _length(shape, f"{_GS}semiMinorAxis")
+        if shape.tag == f"{_GS}Ellipsoid":
+            _length(shape, f"{_GS}verticalAxis")  # checked, not used: the altitude is shown as given
         orientation = _numbers(_text(shape.find(f"{_GS}orientation")), "orientation")
         if len(orientation) != 1:
-            raise LocationError("Ellipse needs one numeric orientation")
-        return Position(lat, lon, max(major, minor), "Ellipse", method)
+            raise LocationError(f"{name} needs one numeric orientation")
+        return Position(lat, lon, max(major, minor), name, method, height)
     if shape.tag == f"{_GML}Polygon":
-        return _polygon(shape, method)
+        return _polygon(shape, _dimension(shape), method)
+    if shape.tag == f"{_GS}Prism":
+        base = shape.find(f"{_GS}base/{_GML}Polygon")
+        if base is None:
+            raise LocationError("Prism without gs:base/gml:Polygon")
+        _length(shape, f"{_GS}height")  # checked, not used
+        return _polygon(base, _dimension(shape, 3), method, "Prism")
     return None
 
 
-def _dimension(shape: Element) -> int:
+def _dimension(shape: Element, required: int | None = None) -> int:
     srs = shape.get("srsName", "")
     if srs not in _DIMENSIONS:
         raise LocationError(f"unsupported srsName {srs[:60]!r}")
-    return _DIMENSIONS[srs]
+    dimension = _DIMENSIONS[srs]
+    needed = required or _THREE_D_ONLY.get(shape.tag)
+    if needed is not None and dimension != needed:
+        raise LocationError(f"{_local(shape)} needs srsName {_SRS_3D}")
+    return dimension
 
 
-def _centre(shape: Element) -> tuple[float, float]:
+def _centre(shape: Element) -> tuple[float, float, float | None]:
     points = _points(_text(shape.find(f"{_GML}pos")), _dimension(shape))
     if len(points) != 1:
         raise LocationError(f"{_local(shape)} needs exactly one gml:pos")
     return points[0]
 
 
-def _polygon(shape: Element, method: str) -> Position:
-    dimension = _dimension(shape)
+def _polygon(shape: Element, dimension: int, method: str, name: str = "Polygon") -> Position:
     ring = shape.find(f"{_GML}exterior/{_GML}LinearRing")
     if ring is None:
-        raise LocationError("Polygon without gml:exterior/gml:LinearRing")
+        raise LocationError(f"{name} without gml:exterior/gml:LinearRing")
     pos_list = ring.find(f"{_GML}posList")
     if pos_list is not None:
         points = _points(_text(pos_list), dimension)
     else:
         points = [point for pos in ring.findall(f"{_GML}pos") for point in _points(_text(pos), dimension)]
-    return polygon_position(points, method)
+    return polygon_position(points, method, name)
 
 
-def _points(text: str, dimension: int) -> list[tuple[float, float]]:
+def _points(text: str, dimension: int) -> list[tuple[float, float, float | None]]:
     values = _numbers(text, "pos")
     if not values or len(values) % dimension:
-        raise LocationError(f"pos must hold {dimension} numbers per point, got {text[:40]!r}")
-    points = [(values[i], values[i + 1]) for i in range(0, len(values), dimension)]
-    if not all(-90 <= lat <= 90 and -180 <= lon <= 180 for lat, lon in points):
-        raise LocationError(f"pos outside WGS84 ranges: {text[:40]!r}")
+        raise LocationError(f"pos must hold {dimension} numbers per point ({len(values)} given)")
+    points = []
+    for i in range(0, len(values), dimension):
+        lat, lon = values[i], values[i + 1]
+        if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+            raise LocationError("pos outside WGS84 ranges")
+        points.append((lat, lon, altitude(values[i + 2]) if dimension == 3 else None))
     return points
 
 
@@ -138,10 +157,10 @@ def _length(shape: Element, tag: str) -> float:
 def _numbers(text: str, what: str) -> list[float]:
     words = text.split()
     if not all(_NUMBER.fullmatch(word) for word in words):
-        raise LocationError(f"{what} is not numeric: {text[:40]!r}")
+        raise LocationError(f"{what} is not numeric")  # never the text: it may be a position
     values = [float(word) for word in words]
     if not all(math.isfinite(value) for value in values):  # "1e999" overflows to inf
-        raise LocationError(f"{what} is not finite: {text[:40]!r}")
+        raise LocationError(f"{what} is not finite")
     return values
 
 

@@ -320,9 +320,11 @@ class AmiClient:
         self.events_received += 1
         try:
             event = events.parse(message, self.site)
-        except Exception:  # a malformed event must never stop the reader
+        except Exception as exc:  # a malformed event must never stop the reader
             self.bad_events += 1
-            log.warning("AMI event %r could not be read", message.get("Event"), exc_info=True)
+            # the type only above DEBUG: the error's text may quote a field (a caller number)
+            log.warning("AMI event %r could not be read (%s)", message.get("Event"), type(exc).__name__)
+            log.debug("AMI event %r could not be read", message.get("Event"), exc_info=True)
             return
         if event is None:
             return

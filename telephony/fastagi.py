@@ -30,7 +30,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, SecretStr, ValidationError, field_validator
 
 from telephony import dialplan
 
@@ -139,6 +139,13 @@ _REFUSALS = {
 }
 
 
+def _reason(exc: BaseException) -> str:
+    """What went wrong, for the log: a validation error's count and model, never the values it quotes."""
+    if isinstance(exc, ValidationError):
+        return f"{exc.error_count()} invalid values in {exc.title}"
+    return str(exc) or type(exc).__name__
+
+
 def _address(peer: object) -> str:
     return str(peer[0]) if isinstance(peer, tuple) and peer else "an unknown peer"
 
@@ -193,7 +200,8 @@ class AgiSession:
             raise AgiProtocolError("channel hung up")
         match = _RESULT.match(text)
         if match is None or match["code"] != "200" or match["result"] is None:
-            raise AgiProtocolError(f"unexpected answer {text[:80]!r}")
+            # the code only: an answer may carry a channel variable (a number, a position)
+            raise AgiProtocolError(f"unexpected answer (code {text[:3]!r}, {len(text)} characters)")
         return int(match["result"]), match["data"] or ""
 
     async def get_variable(self, name: str) -> str | None:
@@ -357,7 +365,7 @@ class FastAgiServer:
             exchange.outcome = "answered"
         except (TimeoutError, AgiProtocolError, OSError, ValueError) as exc:
             log.warning("FastAGI %s for %s: handler failed (%s): local queue",
-                        request.script, request.uniqueid, exc or type(exc).__name__)  # fmt: skip
+                        request.script, request.uniqueid, _reason(exc))  # fmt: skip
             reply, exchange.outcome = self._fallback, "fallback"
         except Exception:
             log.exception("FastAGI %s for %s: handler crashed: local queue", request.script, request.uniqueid)
@@ -390,7 +398,7 @@ class FastAgiServer:
                 break
             key, sep, value = line.partition(": ")
             if not sep or not key.startswith("agi_"):
-                raise AgiProtocolError(f"not an AGI header: {line[:60]!r}")
+                raise AgiProtocolError(f"not an AGI header: {line.partition(':')[0][:30]!r}")  # the name only
             headers[key] = value
         if "agi_network_script" not in headers and "agi_request" not in headers:
             raise AgiProtocolError("no agi_network_script in the request")

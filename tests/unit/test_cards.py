@@ -7,9 +7,12 @@ from typing import Any
 
 import pytest
 
-from routing.decision import Places
+from routing.decision import CallFacts, Places, SiteStates, decide
+from routing.location import parse_location_info
 from routing.rules import Rules, load_rules
 from verbund112.features.cards import build_card, location_from_aml, location_from_record
+from verbund112.features.routing_service import call_record
+from verbund112.store.records import CallRecord
 
 RULES_FILE = Path(__file__).resolve().parents[2] / "rules/verbund112.yaml"
 NOW = 1_800_000_000.0
@@ -92,3 +95,23 @@ def test_the_card_places_every_location(places: Places) -> None:
         ("aml", "Gera", "gera"),
         ("pidf", "Jena", "jena"),
     ]
+
+
+def test_a_3d_pidf_lo_position_is_routed_by_lat_lon_and_shows_its_altitude(places: Places) -> None:
+    """crs="3d" as Asterisk hands it over: routed to Jena, the altitude kept in the record and on the card."""
+    position = parse_location_info('shape="Sphere",crs="3d",pos="50.9279 11.5891 312.4",radius="20"', "GPS")
+    facts = CallFacts("jena", "jena-3.1", "+4915112345678", position, now=NOW)
+    decision = decide(facts, places.rules, SiteStates(frozenset({"jena", "gera"})))
+    assert (decision.route.value, decision.centre) == ("local", "jena")
+    stored = CallRecord.model_validate_json(call_record(facts, decision).to_json())  # through the store's JSON
+    card = build_card(
+        call_id="jena-3.1", answered_site="gera", dispatcher="gera-d1", caller_number="+4915112345678",
+        from_site="jena", wait_s=3, record=stored.as_dict(), aml_trail=[], earlier_calls=[], now=NOW, places=places,
+    )  # fmt: skip
+    (shown,) = card["locations"]
+    assert (shown["source"], shown["district"], shown["radius_m"], shown["altitude_m"]) == ("pidf", "Jena", 20, 312.4)
+
+
+def test_an_aml_fix_shows_its_altitude_and_a_2d_position_none() -> None:
+    assert location_from_aml(aml(50.9279, 11.5891) | {"altitude_m": 160.5}, NOW)["altitude_m"] == 160.5
+    assert location_from_aml(aml(50.9279, 11.5891), NOW)["altitude_m"] is None

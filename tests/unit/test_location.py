@@ -37,7 +37,7 @@ def test_supported_shapes(text: str, expected: Position) -> None:
         ('shape="Circle",crs="2d",pos="50.9 11.5",radius="-1"', "radius"),
         ('shape="Circle",crs="2d",pos="50.9 11.5"', "radius"),
         ('shape="Point",crs="4d",pos="50.9 11.5"', "crs"),
-        ('shape="Sphere",pos="50.9 11.5"', "not supported"),
+        ('shape="Sphere",pos="50.9 11.5"', "Sphere does not come with crs '2d'"),
         ('shape=Circle,pos="50.9 11.5"', "key="),
         ("<script>alert(1)</script>", "key="),
     ],

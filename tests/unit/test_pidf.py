@@ -108,7 +108,7 @@ EXTERNAL_ENTITY = """<?xml version="1.0"?>
         (CIRCLE, Position(50.9272, 11.5864, 15.0, "Circle", "GPS")),
         (CIRCLE.encode(), Position(50.9272, 11.5864, 15.0, "Circle", "GPS")),
         (tuple_pidf(point("50.8786 12.0824"), "Cell"), Position(50.8786, 12.0824, 0.0, "Point", "Cell")),
-        (tuple_pidf(point("-33.5 151.25 12.5", WGS84_3D)), Position(-33.5, 151.25, 0.0, "Point")),
+        (tuple_pidf(point("-33.5 151.25 12.5", WGS84_3D)), Position(-33.5, 151.25, 0.0, "Point", altitude_m=12.5)),
         (tuple_pidf(ELLIPSE, "Triangulation"), Position(50.8786, 12.0824, 120.5, "Ellipse", "Triangulation")),
         (tuple_pidf(CIVIC_ONLY + circle("50.9 11.5", "0")), Position(50.9, 11.5, 0.0, "Circle")),
     ],
@@ -126,10 +126,11 @@ def test_polygon_becomes_a_circle_around_its_vertices(ring: str) -> None:
     assert position.radius_m == pytest.approx(SQUARE_RADIUS_M, abs=0.5)
 
 
-def test_3d_polygon_ignores_the_altitude() -> None:
+def test_3d_polygon_routes_by_its_vertices_and_keeps_their_mean_altitude() -> None:
     ring = "<gml:posList>50.929 11.585 200 50.931 11.585 210 50.931 11.587 220 50.929 11.585 200</gml:posList>"
     position = parse_pidf(tuple_pidf(polygon(ring, WGS84_3D)))
     assert position.lat == pytest.approx((50.929 + 50.931 + 50.931) / 3)
+    assert position.altitude_m == pytest.approx(210.0)  # the distinct vertices' 200, 210, 220
 
 
 @pytest.mark.parametrize(

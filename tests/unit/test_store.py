@@ -324,3 +324,25 @@ async def test_a_call_record_of_an_unusable_number_is_kept_without_an_index(stor
     assert await store.save_call(record) is True
     assert await store.load_call("jena-2.1") == record
     assert await store.redis.keys(keys.calls_by_number("*")) == []
+
+
+async def test_a_store_call_cancelled_under_load_ends_its_task(store: Store) -> None:
+    """redis-py can swallow a cancellation and answer as if nothing happened: the store raises it again,
+    or a writer loop (the call-record outbox) would go on at stop and the service never stop."""
+    written = 0
+    busy = asyncio.Event()
+
+    async def writer() -> None:
+        nonlocal written
+        while True:
+            await store.save_call(CallRecord(call_id=f"jena-{written}", routed_at=time.time(), entry_site="jena",
+                                             caller=NUMBER, route="local"))  # fmt: skip
+            written += 1
+            if written == 300:
+                busy.set()
+
+    task = asyncio.create_task(writer())
+    await asyncio.wait_for(busy.wait(), 10)
+    task.cancel()
+    await asyncio.wait({task}, timeout=5)
+    assert task.cancelled(), "the writer went on writing after it was cancelled"

@@ -3,8 +3,9 @@
 Pure: the screen pops (verbund112.features.screen_pops) read the store and AMI and hand the pieces
 in, with the district lookup of the rules in force (routing.decision.Places).
 Location is supplemental data: every location carries its source, radius,
-age, district and responsible centre, and the dispatcher takes it over into
-the incident with a click.
+age, district and responsible centre (and its altitude in metres, None where
+the source gave none), and the dispatcher takes it over into the incident with
+a click.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def location_from_aml(fix: dict[str, Any], now: float, places: Places | None = N
         "lon": lon,
         "radius_m": radius,
         "method": fix.get("method", ""),
+        "altitude_m": fix.get("altitude_m"),
         "confidence": fix.get("confidence"),
         "age_s": max(0.0, now - float(fix.get("time") or now)),
         **_where(place),
@@ -64,7 +66,7 @@ def location_from_record(
         location["uncertain_border"] = float(used["share"]) < places.rules.spec.areas.certain_share
     if position:
         location |= {"lat": position["lat"], "lon": position["lon"], "radius_m": position["radius_m"],
-                     "method": position.get("method", "")}  # fmt: skip
+                     "method": position.get("method", ""), "altitude_m": position.get("altitude_m")}  # fmt: skip
     return location
 
 

@@ -110,7 +110,11 @@ class RoutingService:
                 CallRouted(self.site, call_id, request.uniqueid, facts.caller_number, position, problem, decision,
                            record)
             )  # fmt: skip
-            log.info("call routed %s to %s: %s", decision.route.value, decision.centre, decision.reason)
+            # the district, not the reason: that may name a cell (a position); positions are DEBUG only
+            used = decision.location
+            log.info("call routed %s to %s (location: %s)", decision.route.value, decision.centre,
+                     "none" if used is None else f"{used.source} in {used.district}")  # fmt: skip
+            log.debug("routing reason: %s", decision.reason)
             if record is not None:
                 self._remember(record)
             # one SET per round trip: only what the dialplan acts on
@@ -132,8 +136,9 @@ class RoutingService:
             try:
                 position = parse_location_info(info, channel[dialplan.GEO_METHOD])
             except LocationError as exc:
-                problem = str(exc)
+                problem = str(exc)  # says why, never quotes the position (routing.location)
                 log.warning("PIDF-LO location of the call ignored: %s", problem)
+                log.debug("the PIDF-LO location_info was %r", info)
         cell_id = None
         if pani := channel[dialplan.PANI]:
             try:
@@ -184,7 +189,8 @@ def call_record(facts: CallFacts, decision: Decision) -> CallRecord:
         position = None
         if used.position is not None:
             p = used.position
-            position = RoutedPosition(lat=p.lat, lon=p.lon, radius_m=p.radius_m, method=p.method)
+            position = RoutedPosition(lat=p.lat, lon=p.lon, radius_m=p.radius_m, method=p.method,
+                                      altitude_m=p.altitude_m)  # fmt: skip
         location = RoutedLocation(source=used.source, district=used.district, ags=used.ags, share=used.share,
                                   position=position)  # fmt: skip
     return CallRecord(

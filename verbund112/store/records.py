@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from routing.decision import AmlFix
-from routing.location import MAX_RADIUS_M, Position
+from routing.location import MAX_ALTITUDE_M, MAX_RADIUS_M, MIN_ALTITUDE_M, Position
 
 Text = Annotated[str, StringConstraints(max_length=256)]
 LongText = Annotated[str, StringConstraints(max_length=8192)]
@@ -59,11 +59,15 @@ class AmlFixRecord(Record):
         return AmlFix(Position(self.lat, self.lon, self.radius_m, "Circle", self.method), self.time)
 
 
+Altitude = Annotated[float, Field(ge=MIN_ALTITUDE_M, le=MAX_ALTITUDE_M, allow_inf_nan=False)]
+
+
 class RoutedPosition(Record):
     lat: Latitude
     lon: Longitude
     radius_m: Radius
     method: Text = ""
+    altitude_m: Altitude | None = None  # metres, from a 3-D PIDF-LO; shown on the card
 
 
 class RoutedLocation(Record):

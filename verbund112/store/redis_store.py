@@ -151,6 +151,8 @@ class Store:
                 log.warning("Redis unreachable: %s (calls are not affected)", exc or type(exc).__name__)
             self.reachable = False
             raise StoreError(str(exc) or type(exc).__name__) from exc
+        if being_cancelled():  # redis-py can also swallow a cancellation and answer as if nothing happened
+            raise asyncio.CancelledError
         if not self.reachable:
             log.info("Redis reachable")
         self.reachable = True
