@@ -14,6 +14,7 @@ import socket
 import ssl
 import struct
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -37,29 +38,58 @@ def partner_identity(site: lab.AsteriskSite) -> tuple[str, int]:
     return match[1], int(match[2] or FORGED_SOURCE_PORT)
 
 
-def forged_invite(site: lab.AsteriskSite, source: tuple[str, int], call_id: str) -> bytes:
-    """An INVITE as the partner's handover would look, claiming a real call and place 1."""
-    target = f"{lab.LOOPBACK}:{site.values.sip_port}"
-    sdp = (
-        "v=0\r\no=- 1 1 IN IP4 {0}\r\ns=-\r\nc=IN IP4 {0}\r\nt=0 0\r\n"
-        "m=audio 40000 RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n"
-    ).format(source[0])
-    headers = [
-        f"INVITE sip:{site.values.partner_exten}@{target} SIP/2.0",
-        f"Via: SIP/2.0/UDP {source[0]}:{source[1]};branch=z9hG4bK{uuid.uuid4().hex}",
-        "Max-Forwards: 70",
-        f"From: <sip:+4936419999999@{source[0]}>;tag={uuid.uuid4().hex[:8]}",
-        f"To: <sip:{site.values.partner_exten}@{target}>",
-        f"Call-ID: {uuid.uuid4().hex}@{source[0]}",
-        "CSeq: 1 INVITE",
-        f"Contact: <sip:ghost@{source[0]}:{source[1]};transport=tls>",
-        f"X-Verbund-Call-Id: {call_id}",
-        f"X-Verbund-Site: {site.values.partner}",
-        "X-Verbund-Queue-Position: 1",
-        "Content-Type: application/sdp",
-        f"Content-Length: {len(sdp)}",
-    ]
-    return ("\r\n".join(headers) + "\r\n\r\n" + sdp).encode()
+@dataclass(frozen=True)
+class Handover:
+    """An INVITE as the partner's handover looks (to the site's partner_exten), and its CANCEL and ACK."""
+
+    target: str  # host:port
+    exten: str
+    source: tuple[str, int]
+    transport: str  # UDP or TLS
+    call_id: str  # X-Verbund-Call-Id
+    position: int
+    partner: str
+    branch: str = field(default_factory=lambda: f"z9hG4bK{uuid.uuid4().hex}")
+    sip_call_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+
+    def _headers(self, method: str) -> list[str]:
+        return [
+            f"{method} sip:{self.exten}@{self.target} SIP/2.0",
+            f"Via: SIP/2.0/{self.transport} {self.source[0]}:{self.source[1]};branch={self.branch}",
+            "Max-Forwards: 70",
+            f"From: <sip:+4936419999999@{self.source[0]}>;tag={self.tag}",
+            f"To: <sip:{self.exten}@{self.target}>",
+            f"Call-ID: {self.sip_call_id}@{self.source[0]}",
+            f"CSeq: 1 {method}",
+        ]
+
+    def invite(self) -> bytes:
+        sdp = (
+            "v=0\r\no=- 1 1 IN IP4 {0}\r\ns=-\r\nc=IN IP4 {0}\r\nt=0 0\r\n"
+            "m=audio 40000 RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n"
+        ).format(self.source[0])
+        headers = [
+            *self._headers("INVITE"),
+            f"Contact: <sip:ghost@{self.source[0]}:{self.source[1]};transport={self.transport.lower()}>",
+            f"X-Verbund-Call-Id: {self.call_id}",
+            f"X-Verbund-Site: {self.partner}",
+            f"X-Verbund-Queue-Position: {self.position}",
+            "Content-Type: application/sdp",
+            f"Content-Length: {len(sdp)}",
+        ]
+        return ("\r\n".join(headers) + "\r\n\r\n" + sdp).encode()
+
+    def cancel(self) -> bytes:
+        return ("\r\n".join([*self._headers("CANCEL"), "Content-Length: 0"]) + "\r\n\r\n").encode()
+
+
+def handover(site: lab.AsteriskSite, source: tuple[str, int], transport: str, call_id: str, position: int) -> Handover:
+    if transport == "UDP":
+        target = f"{lab.LOOPBACK}:{site.values.sip_port}"
+    else:
+        target = f"{site.values.intersite_address}:{site.values.intersite_port}"
+    return Handover(target, site.values.partner_exten, source, transport, call_id, position, site.values.partner)
 
 
 def send_spoofed_udp(source: tuple[str, int], destination: tuple[str, int], payload: bytes) -> None:
@@ -86,7 +116,8 @@ async def test_a_forged_udp_leg_claiming_a_waiting_call_and_place_one_never_ente
         waiting_call = asyncio.create_task(place_call(verbund, "jena", "+4936411120002", talk_ms=500))
         waiting = await next_event(seen, events.CallerJoinedQueue, lambda e: e.caller_number == "+4936411120002")
         source = partner_identity(site)
-        send_spoofed_udp(source, (lab.LOOPBACK, site.values.sip_port), forged_invite(site, source, waiting.call_id))
+        forged = handover(site, source, "UDP", waiting.call_id, position=1)
+        send_spoofed_udp(source, (lab.LOOPBACK, site.values.sip_port), forged.invite())
 
         def forged_leg(event: events.SiteEvent) -> bool:
             channel = getattr(event, "channel", "")
@@ -148,3 +179,33 @@ async def test_a_tls_client_without_a_verbund_certificate_is_refused(
         sip_options_over_tls, address, port, tls_client((mine.cert, mine.key), ca), partner_address
     )
     assert answered.startswith(b"SIP/2.0 200"), answered
+
+
+async def test_a_partner_leg_asking_for_a_place_beyond_the_queue_joins_at_its_end(
+    verbund: lab.Verbund, start_service, start_desks
+) -> None:
+    """Asterisk bounds X-Verbund-Queue-Position by the real queue itself (app_queue join_queue)."""
+    jena = await start_service("jena")
+    await start_desks("jena", ["jena-d1"])
+    site, mine = verbund.site("jena"), verbund.certificates["gera"]
+    source = (verbund.site("gera").values.intersite_address, 0)
+    with jena.hub.subscribe() as seen:
+        talking = asyncio.create_task(place_call(verbund, "jena", "+4936411130001", talk_ms=6000))
+        await next_event(seen, events.DispatcherAnswered, lambda e: e.dispatcher == "jena-d1")
+        waiting_call = asyncio.create_task(place_call(verbund, "jena", "+4936411130002", talk_ms=500))
+        await next_event(seen, events.CallerJoinedQueue, lambda e: e.caller_number == "+4936411130002")
+        context = tls_client((mine.cert, mine.key), mine.ca)
+        address, port = site.values.intersite_address, site.values.intersite_port
+        with (
+            socket.create_connection((address, port), timeout=5, source_address=source) as plain,
+            context.wrap_socket(plain) as tls,
+        ):
+            leg = handover(site, tls.getsockname(), "TLS", "gera-1.1", position=999)
+            tls.sendall(leg.invite())
+            joined = await next_event(
+                seen, events.CallerJoinedQueue, lambda e: e.channel.startswith(dialplan.INTERSITE_CHANNEL_PREFIX)
+            )
+            tls.sendall(leg.cancel())
+    assert joined.position == 2  # behind the one caller waiting, not at 999 and not ahead
+    assert await talking == 0
+    assert await waiting_call == 0
