@@ -145,3 +145,26 @@ async def test_the_supervisor_page_shows_waiting_callers_desks_and_a_partner_tha
     assert await waiting == 0
     assert await talking == 0
     await page.close()
+
+
+async def test_the_supervisor_page_shows_a_caller_going_round_and_the_alarm(
+    verbund: lab.Verbund, start_service, browser: Browser
+) -> None:
+    from telephony import events
+    from tests.conftest import next_event
+
+    jena = await start_service("jena", circling={"alarm_after_s": 2})
+    page = await browser.new_page()
+    await page.goto(f"http://127.0.0.1:{verbund.ports['jena'].web}/supervisor?token={verbund.read_token}")
+    jena_box = "section.site[data-site='jena']"
+    await page.wait_for_selector(f"{jena_box} [data-field='circling']:text-is('0')")
+    with jena.hub.subscribe() as seen:
+        call = asyncio.create_task(place_call(verbund, "jena", "+4936411118003", hang_up_after_ms=8000))
+        await next_event(seen, events.CallerWentRound)  # nobody at either centre
+        await page.wait_for_selector(f"{jena_box} [data-field='circling']:text-is('1')")
+        await page.wait_for_selector(f"{jena_box} .circling.alarm [data-field='circling-alarm']")
+        assert "in der Schleife" in await page.inner_text(f"{jena_box} .circling")
+        assert "ALARM" in await page.inner_text(f"{jena_box} .circling")
+        assert await call == 0
+    await page.wait_for_selector(f"{jena_box} [data-field='circling']:text-is('0')", timeout=10000)
+    await page.close()
