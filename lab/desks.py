@@ -6,7 +6,7 @@ Run as its own process (pyVoIP works with threads):
 
 It prints one JSON object per line on stdout, so a test can wait for the
 event it needs instead of sleeping: {"event": "registered", "seat": ...},
-{"event": "answered", "seat": ..., "caller": ...}, {"event": "ended", ...}.
+{"event": "answered", "seat": ..., "caller": (From), "asserted": (P-Asserted-Identity), ...}, {"event": "ended", ...}.
 A desk answers every call and keeps it until the caller hangs up (or
 --max-talk seconds pass). SIGTERM unregisters the desks and exits.
 """
@@ -38,8 +38,9 @@ def emit(**fields: Any) -> None:
         sys.stdout.flush()
 
 
-def _caller_number(call: VoIPCall) -> str:
-    header = call.request.headers.get("From", {})
+def _caller_number(call: VoIPCall, header_name: str = "From") -> str:
+    """The number in a header of the INVITE (pyVoIP parses From; others stay text), or ""."""
+    header = call.request.headers.get(header_name, {})
     raw = header.get("raw", "") if isinstance(header, dict) else str(header)
     match = _CALLER.search(raw)
     return match.group(1) if match else ""
@@ -53,7 +54,11 @@ def make_answerer(seat: str, max_talk: float):  # type: ignore[no-untyped-def]
         except Exception as exc:  # the call may have been cancelled meanwhile
             emit(event="answer_failed", seat=seat, caller=caller, error=str(exc))
             return
-        emit(event="answered", seat=seat, caller=caller, call_id=call.request.headers.get("Call-ID", ""))
+        emit(
+            event="answered", seat=seat, caller=caller, call_id=call.request.headers.get("Call-ID", ""),
+            # what a desk phone shows for a caller with CLIR (the network's P-Asserted-Identity)
+            asserted=_caller_number(call, "P-Asserted-Identity"), privacy=str(call.request.headers.get("Privacy", "")),
+        )  # fmt: skip
         deadline = time.monotonic() + max_talk
         while call.state == CallState.ANSWERED and time.monotonic() < deadline:
             time.sleep(0.05)

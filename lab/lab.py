@@ -417,11 +417,17 @@ def sipp_call(
     uui: str = "0123456789ABCDEF",
     hang_up_after_ms: int | None = None,
     log_dir: Path | None = None,
+    clir: bool = False,
 ) -> subprocess.Popen[bytes]:
-    """Place one 112 call into a site's SIP port as the telephone network's emergency trunk would."""
+    """Place one 112 call into a site's SIP port as the telephone network's emergency trunk would.
+
+    clir: the caller withholds their number (From anonymous, Privacy: id; the number in PAI).
+    """
     if position is not None:
         shape_xml = pidf_circle(*position)
     scenario = SIPP_DIR / ("carrier_112_pidf.xml" if shape_xml else "carrier_112.xml")
+    if clir:
+        scenario = SIPP_DIR / "carrier_112_clir.xml"
     if hang_up_after_ms is not None:  # the caller gives up before anyone answers
         scenario, talk_ms = SIPP_DIR / "carrier_112_abandon.xml", hang_up_after_ms
     args = [

@@ -74,6 +74,13 @@ def test_carrier_is_matched_by_address_and_keeps_pidf_lo(rendered) -> None:
     assert f"match = {site.carrier_match[0]}" in pjsip.split("[carrier]")[2]
 
 
+def test_desks_get_the_number_of_a_caller_with_clir(rendered) -> None:
+    site, _, files = rendered
+    for seat in site.dispatchers:
+        endpoint = files["pjsip.conf"].split(f"[{seat}]\ntype = endpoint\n")[1].split("\n[")[0]
+        assert "trust_id_outbound = yes" in endpoint and "send_pai = yes" in endpoint, seat
+
+
 def test_the_dialplan_never_hangs_up_on_a_112_caller(rendered) -> None:
     _, _, files = rendered
     dialplan = files["extensions.conf"]
