@@ -4,7 +4,9 @@ Used by ``verbund112 lab up/down/status/call`` and by the integration tests,
 so the tests run exactly what a newcomer sees. Everything listens on
 127.0.0.1; the telephone network's emergency trunk is simulated by sipp from
 127.0.0.2 (Linux routes all of 127/8 to loopback), which is the address the
-carrier endpoint of each site is matched by.
+carrier endpoint of each site is matched by. The inter-site trunk is TLS on an
+address of each site's own (INTERSITE_ADDRESSES), with certificates of a
+throwaway Verbund CA made at each start (lab/pki.py).
 """
 
 from __future__ import annotations

@@ -126,11 +126,22 @@ class SiteValues(BaseModel):
         if self.partner == self.name:
             raise ValueError("a site cannot be its own partner")
         # the dialplan tells a trunk leg from a forged one by the address:port it arrived on
-        if self.intersite_address in ("0.0.0.0", "::", "[::]"):
+        try:
+            address = ipaddress.ip_address(self.intersite_address)
+        except ValueError:
+            raise ValueError("intersite_address must be an IP address") from None
+        if address.is_unspecified:
             raise ValueError("intersite_address must be a concrete address, not a wildcard")
         if self.intersite_port == self.sip_port:
             raise ValueError("intersite_port must differ from sip_port")
         return self
+
+    @property
+    def intersite_listen(self) -> str:
+        """The trunk's TLS address:port as pjsip binds and reports it (CHANNEL(pjsip,local_addr))."""
+        if ipaddress.ip_address(self.intersite_address).version == 6:
+            return f"[{self.intersite_address}]:{self.intersite_port}"
+        return f"{self.intersite_address}:{self.intersite_port}"
 
 
 class SiteSecrets(BaseModel):

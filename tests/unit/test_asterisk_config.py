@@ -104,13 +104,13 @@ def test_the_trunk_is_tls_with_mutual_certificates_and_only_its_legs_are_taken(r
     pjsip = files["pjsip.conf"]
     transport = pjsip.split("[transport-intersite]")[1].split("\n[")[0]
     for line in ("protocol = tls", "method = tlsv1_2", "verify_client = yes", "require_client_cert = yes",
-                 "verify_server = yes", f"bind = {site.intersite_address}:{site.intersite_port}",
+                 "verify_server = yes", f"bind = {site.intersite_listen}",
                  f"ca_list_file = {site.intersite_ca_file}"):  # fmt: skip
         assert line in transport
     endpoint = pjsip.split("[intersite]")[1]
     assert "transport = transport-intersite" in endpoint
     assert f"contact = sip:{site.partner_host}:{site.partner_tls_port};transport=tls" in pjsip
-    assert f'"{site.intersite_address}:{site.intersite_port}"' in files["extensions.conf"]
+    assert f'"{site.intersite_listen}"' in files["extensions.conf"]
 
 
 def test_a_caller_still_on_the_line_after_the_external_leg_goes_to_the_local_queue() -> None:
@@ -157,6 +157,7 @@ def test_the_rendered_files_differ_only_in_site_values() -> None:
         ({"ami_permit": []}, "at least 1"),
         ({"ami_bind_address": "0.0.0.0"}, "every address"),
         ({"intersite_address": "0.0.0.0"}, "concrete address"),
+        ({"intersite_address": "asterisk-jena.example"}, "an IP address"),
         ({"intersite_port": 5060}, "differ from sip_port"),
     ],
 )
@@ -234,3 +235,10 @@ def test_a_templates_folder_without_templates_is_refused(tmp_path: Path) -> None
     assert code == 1
     assert "no *.conf.j2 templates" in output
     assert not (tmp_path / "out").exists()
+
+
+def test_an_ipv6_trunk_address_is_written_as_pjsip_reports_it() -> None:
+    site = asterisk_config.load_site("jena", intersite_address="2001:db8::10", intersite_port=5071)
+    files = asterisk_config.render(site, asterisk_config.SiteSecrets.generate(site))
+    assert "bind = [2001:db8::10]:5071" in files["pjsip.conf"]
+    assert '"[2001:db8::10]:5071"' in files["extensions.conf"]
