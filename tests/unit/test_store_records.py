@@ -22,7 +22,8 @@ def test_every_key_the_store_spells_is_in_the_table() -> None:
     patterns = {e.pattern for e in keys.TABLE}
     spelled = [keys.aml("<e164>"), keys.call("<call id>"), keys.calls_by_number("<e164>"), keys.answered("<call id>"),
                keys.abandoned_entry("<call id>"), keys.heartbeat("<site>"), keys.AML_UPDATES_CHANNEL,
-               keys.ABANDONED_CHANNEL, keys.ABANDONED_KEY, keys.MOVES_KEY, keys.AUDIT_KEY]  # fmt: skip
+               keys.ABANDONED_CHANNEL, keys.ABANDONED_KEY, keys.MOVES_KEY, keys.AUDIT_KEY,
+               keys.aml_nonce("<nonce>")]  # fmt: skip
     assert sorted(spelled) == sorted(patterns)
 
 
