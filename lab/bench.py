@@ -198,7 +198,8 @@ async def bench_pops(verbund: lab.Verbund, rate: int, seconds: int) -> None:
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as client:
             socket = await client.ws_connect(
-                f"{web_base}/ws/v1/dispatchers/bench-desk?token={verbund.desk_tokens['bench-desk']}"
+                f"{web_base}/ws/v1/dispatchers/bench-desk",
+                headers={"Authorization": f"Bearer {verbund.desk_tokens['bench-desk']}"},
             )
 
             async def read() -> None:

@@ -40,7 +40,7 @@ from verbund112.features.supervisor_view import SupervisorView
 from verbund112.rules_holder import RulesHolder
 from verbund112.settings import Settings
 from verbund112.store import Store
-from web.app import make_app
+from web.app import serve as serve_web
 from web.notifier import DispatcherScreens
 from web.ports import WebPorts
 
@@ -94,7 +94,8 @@ class Service:
             on_done=self.routing_metrics.exchange_done,
             on_refused=self.routing_metrics.peer_refused,
         )
-        self.screens = DispatcherScreens(site, registry)
+        self.screens = DispatcherScreens(site, registry, max_per_dispatcher=settings.web.max_screens_per_dispatcher,
+                                         auth_timeout=settings.web.screen_auth_timeout_s)  # fmt: skip
         self.pops = ScreenPops(site=site, partner=settings.partner, store=self.store, screens=self.screens,
                                hub=self.hub, places=self._places, registry=registry)  # fmt: skip
         self.aml_pull = AmlPull(site=site, settings=settings.aml_pull, store=self.store,
@@ -108,6 +109,9 @@ class Service:
         )
         self.aml_messages = prom.Counter("verbund112_aml_messages", "AML messages by format and outcome",
                                          ["format", "outcome"], registry=registry)  # fmt: skip
+        self.aml_signatures_refused = prom.Counter("verbund112_aml_signatures_refused",
+                                                   "signed AML deliveries refused, by reason", ["reason"],
+                                                   registry=registry)  # fmt: skip
         self.web_port = settings.web.port
         self.started = asyncio.Event()
         self.stopped = asyncio.Event()  # set when run() has let go of every port and connection
@@ -156,6 +160,7 @@ class Service:
             site=self.settings.site, web=self.settings.web, aml=self.settings.aml, status=self.status,
             registry=self.registry, rules=self.rules, cards=self.pops, aml_sink=self.store,
             supervision=self.supervision, aml_messages=self.aml_messages,
+            aml_signatures_refused=self.aml_signatures_refused,
         )  # fmt: skip
 
     def _loops(self) -> dict[str, Callable[[], Awaitable[None]]]:
@@ -173,12 +178,9 @@ class Service:
 
     async def run(self) -> None:
         await self.fastagi.start()
-        runner = web.AppRunner(make_app(self._web_ports(), self.screens), access_log=None, handle_signals=False,
-                               shutdown_timeout=5.0)  # fmt: skip
-        await runner.setup()
+        runner: web.AppRunner | None = None
         try:
-            site = web.TCPSite(runner, self.settings.web.host, self.settings.web.port)
-            await site.start()
+            runner = await serve_web(self._web_ports(), self.screens)
             self.web_port = runner.addresses[0][1]
             async with asyncio.TaskGroup() as tasks:
                 owned = [tasks.create_task(self.supervisor.run(name, loop), name=name)
@@ -195,7 +197,8 @@ class Service:
         finally:
             try:
                 await self.fastagi.stop()
-                await runner.cleanup()
+                if runner is not None:
+                    await runner.cleanup()
                 self.rules.close()
                 for outbox in (self.call_records, self.move_records, self.abandoned.outbox):
                     await outbox.drain(DRAIN_S)

@@ -21,6 +21,7 @@ from aml.parse import AmlError, AmlMessage, parse_https, parse_sms
 from routing.decision import AmlFix
 from verbund112.store import StoreError
 from verbund112.store.records import AmlFixRecord
+from web.limits import read_body
 from web.ports import PORTS
 
 log = logging.getLogger(__name__)
@@ -30,14 +31,8 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-async def _body(request: web.Request) -> bytes | web.Response:
-    limit = request.app[PORTS].aml.max_body_bytes
-    if (request.content_length or 0) > limit:
-        return _error(413, f"AML message larger than {limit} bytes")
-    body = await request.read()
-    if len(body) > limit:
-        return _error(413, f"AML message larger than {limit} bytes")
-    return body
+async def _body(request: web.Request) -> bytes:
+    return await read_body(request, request.app[PORTS].aml.max_body_bytes)
 
 
 def _form(body: bytes) -> dict[str, str]:
@@ -50,8 +45,6 @@ def _form(body: bytes) -> dict[str, str]:
 
 async def https_delivery(request: web.Request) -> web.Response:
     body = await _body(request)
-    if isinstance(body, web.Response):
-        return body
     try:
         message = parse_https(_form(body))
     except AmlError as exc:
@@ -62,8 +55,6 @@ async def https_delivery(request: web.Request) -> web.Response:
 async def sms_delivery(request: web.Request) -> web.Response:
     """From an SMS gateway: form fields or JSON `from` (originator) and `text`."""
     body = await _body(request)
-    if isinstance(body, web.Response):
-        return body
     try:
         if request.content_type == "application/json":
             try:

@@ -1,23 +1,28 @@
 """aiohttp application of the service: middlewares and the route table. Every route needs a token.
 
-Routes:
-- GET  /api/v1/status            read   the site's health
-- GET  /metrics                  read   Prometheus metrics
-- GET  /api/v1/rules             read   the rules in force
-- PUT  /api/v1/rules[?dry_run=1] admin  upload new rules (YAML body): validated, then swapped in
-- POST /api/v1/rules/reload      admin  re-read the rules file from disk
-- POST /api/v1/rules/simulate    read   where would this call go (JSON body)
-- GET  /api/v1/rules/audit       read   who changed the rules, when, what
-- GET  /api/v1/supervisor        read   both centres live: callers waiting, desks, overflow moves
-- GET  /supervisor?token=        read   the supervisor page (polls the JSON above)
+Routes, with the access they need (web.auth: look = read, supervisor or admin;
+rules = admin; callers = dispatcher or supervisor; map = all but aml):
+- GET  /api/v1/status            look     the site's health
+- GET  /metrics                  look     Prometheus metrics
+- GET  /api/v1/rules             look     the rules in force
+- PUT  /api/v1/rules[?dry_run=1] rules    upload new rules (YAML body): validated, then swapped in
+- POST /api/v1/rules/reload      rules    re-read the rules file from disk
+- POST /api/v1/rules/simulate    look     where would this call go (JSON body)
+- GET  /api/v1/rules/audit       look     who changed the rules, when, what
+- GET  /api/v1/supervisor        look     both centres live: callers waiting, desks, overflow moves
+- GET  /supervisor?token=        look     the supervisor page (polls the JSON above)
 - GET  /dispatch/<name>?token=   the dispatcher <name> only: the dispatcher page
-- GET  /ws/v1/dispatchers/<name> the dispatcher <name> only: their screen pops (web.notifier)
-- GET  /api/v1/districts, /api/v1/abandoned, POST /api/v1/abandoned/<id>/callback-done   dispatcher
-- POST /aml/v1/https, /aml/v1/sms  aml    AML intake (web.aml)
+- GET  /ws/v1/dispatchers/<name> the dispatcher <name> only: their screen pops (web.notifier); the token
+                                          in the Authorization header or the first message
+- GET  /api/v1/districts         map      the district polygons
+- GET  /api/v1/abandoned         callers  the callback list (caller numbers)
+- POST /api/v1/abandoned/<id>/callback-done  callers  a call called back
+- POST /aml/v1/https, /aml/v1/sms  aml    AML intake (web.aml), a token or a signed delivery
 
 The web layer gets what it needs as WebPorts (web.ports): Protocols of the
 features, never the composition root. Errors of the layers below map to HTTP
 in one middleware: the store not answering is 503 (retry), rules refused 422.
+The listener's limits (connections, request head and body time) are in web.limits.
 """
 
 from __future__ import annotations
@@ -38,7 +43,18 @@ from routing.rules import RulesError
 from routing.simulation import as_dict, explain, simulate
 from verbund112.store import StoreError
 from web import aml
-from web.auth import Handler, authenticate, error, own_dispatcher, require
+from web.auth import (
+    SCREEN_PATH,
+    Handler,
+    PathOnlyAccessLogger,
+    authenticate,
+    dispatcher_of,
+    error,
+    no_referrer,
+    own_dispatcher,
+    require,
+)
+from web.limits import CLOSED, ConnectionGuard, GuardedSite, read_body
 from web.notifier import DispatcherScreens
 from web.ports import GRANT, PORTS, WebPorts
 
@@ -64,18 +80,18 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error(422, "rules refused; the rules in force are unchanged", problems=exc.problems)
 
 
-@require("read")
+@require("look")
 async def status(request: web.Request) -> web.Response:
     return web.json_response(request.app[PORTS].status())
 
 
-@require("read")
+@require("look")
 async def metrics(request: web.Request) -> web.Response:
     body = prom.generate_latest(request.app[PORTS].registry)
     return web.Response(body=body, headers={"Content-Type": prom.CONTENT_TYPE_LATEST})
 
 
-@require("read")
+@require("look")
 async def get_rules(request: web.Request) -> web.Response:
     admin = request.app[PORTS].rules
     rules = admin.rules
@@ -93,13 +109,11 @@ async def get_rules(request: web.Request) -> web.Response:
     )
 
 
-@require("admin")
+@require("rules")
 async def put_rules(request: web.Request) -> web.Response:
     dry_run = request.query.get("dry_run", "0").lower() in ("1", "true", "yes")
-    if request.content_length is not None and request.content_length > MAX_RULES_BYTES:
-        return error(413, "rules larger than 1 MB")
     try:
-        text = (await request.read()).decode("utf-8")
+        text = (await read_body(request, MAX_RULES_BYTES)).decode("utf-8")
     except UnicodeDecodeError:
         return error(400, "the rules must be UTF-8 YAML")
     change = await request.app[PORTS].rules.change(request[GRANT].name, text=text, dry_run=dry_run)
@@ -108,7 +122,7 @@ async def put_rules(request: web.Request) -> web.Response:
     )
 
 
-@require("admin")
+@require("rules")
 async def reload_rules(request: web.Request) -> web.Response:
     change = await request.app[PORTS].rules.change(request[GRANT].name)
     return web.json_response({"applied": True, "old": change.old_digest, "new": change.new_digest,
@@ -132,13 +146,13 @@ class SimulationRequest(BaseModel):
     partner_reporting: bool = True
 
 
-@require("read")
+@require("look")
 async def simulate_call(request: web.Request) -> web.Response:
     rules = request.app[PORTS].rules.rules
     if rules is None:
         return error(503, "no valid rules loaded")
     try:
-        ask = SimulationRequest.model_validate_json(await request.read())
+        ask = SimulationRequest.model_validate_json(await read_body(request, MAX_RULES_BYTES))
     except ValidationError as exc:
         return error(400, "bad simulation request", problems=[f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
                                                                for e in exc.errors()])  # fmt: skip
@@ -166,7 +180,7 @@ def _position(ask: SimulationRequest) -> tuple[Position | None, str]:
     return None, ""
 
 
-@require("read")
+@require("look")
 async def audit(request: web.Request) -> web.Response:
     return web.json_response({"entries": await request.app[PORTS].rules.audit_trail()})
 
@@ -186,12 +200,12 @@ async def dispatch_page(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(STATIC / "dispatch.html", headers=PAGE_HEADERS)
 
 
-@require("read")
+@require("look")
 async def supervisor_page(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(STATIC / "supervisor.html", headers=PAGE_HEADERS)
 
 
-@require("read")
+@require("look")
 async def supervisor_view(request: web.Request) -> web.Response:
     """Both centres as this site sees them; the partner from its report (or "unknown")."""
     return web.json_response(await request.app[PORTS].supervision.view(time.time()))
@@ -214,10 +228,18 @@ async def districts(request: web.Request) -> web.Response:
 
 async def dispatcher_socket(request: web.Request) -> web.StreamResponse:
     """The screen pops of one dispatcher: only with a dispatcher token named after them."""
-    dispatcher = own_dispatcher(request)
-    if dispatcher is None:
+    screens, ports = request.app[SCREENS], request.app[PORTS]
+    dispatcher = request.match_info["dispatcher"]
+    if GRANT not in request:  # no header: the screen signs in with its first message
+
+        def seat_of(token: str) -> str | None:
+            return dispatcher_of(token, ports.web.tokens)
+
+        return await screens.serve(request, dispatcher, ports.cards, seat_of)
+    if own_dispatcher(request) is None:
+        screens.refused.labels("not-theirs").inc()
         return error(403, "screen pops only for the dispatcher the token belongs to")
-    return await request.app[SCREENS].serve(request, dispatcher, request.app[PORTS].cards)
+    return await screens.serve(request, dispatcher, ports.cards)
 
 
 async def abandoned(request: web.Request) -> web.Response:
@@ -232,15 +254,19 @@ async def callback_done(request: web.Request) -> web.Response:
     return web.json_response({"done": call_id, "by": request[GRANT].name})
 
 
-def make_app(ports: WebPorts, screens: DispatcherScreens) -> web.Application:
-    app = web.Application(middlewares=[errors, authenticate], client_max_size=MAX_RULES_BYTES + 1024)
+def make_app(ports: WebPorts, screens: DispatcherScreens, guard: ConnectionGuard) -> web.Application:
+    app = web.Application(
+        middlewares=[guard.middleware(), errors, authenticate], client_max_size=MAX_RULES_BYTES + 1024
+    )
     app[PORTS] = ports
     app[SCREENS] = screens
+    app[CLOSED] = guard.closed
 
     async def close_screens(_: web.Application) -> None:
         await screens.close_all()
 
     app.on_shutdown.append(close_screens)
+    app.on_response_prepare.append(no_referrer)
     app.router.add_get("/api/v1/status", status)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/v1/rules", get_rules)
@@ -250,11 +276,28 @@ def make_app(ports: WebPorts, screens: DispatcherScreens) -> web.Application:
     app.router.add_get("/api/v1/rules/audit", audit)
     app.router.add_get("/api/v1/supervisor", supervisor_view)
     app.router.add_get("/supervisor", supervisor_page)
-    app.router.add_get("/ws/v1/dispatchers/{dispatcher}", dispatcher_socket)
+    app.router.add_get(SCREEN_PATH + "{dispatcher}", dispatcher_socket)
     app.router.add_get("/dispatch/{dispatcher}", dispatch_page)
-    app.router.add_get("/api/v1/districts", require("dispatcher")(districts))
-    app.router.add_get("/api/v1/abandoned", require("dispatcher")(abandoned))
-    app.router.add_post("/api/v1/abandoned/{call_id}/callback-done", require("dispatcher")(callback_done))
+    app.router.add_get("/api/v1/districts", require("map")(districts))
+    app.router.add_get("/api/v1/abandoned", require("callers")(abandoned))
+    app.router.add_post("/api/v1/abandoned/{call_id}/callback-done", require("callers")(callback_done))
     app.router.add_post("/aml/v1/https", require("aml")(aml.https_delivery))
     app.router.add_post("/aml/v1/sms", require("aml")(aml.sms_delivery))
     return app
+
+
+async def serve(ports: WebPorts, screens: DispatcherScreens) -> web.AppRunner:
+    """The HTTP listener, started behind its limits; the caller stops it with ``runner.cleanup()``."""
+    guard = ConnectionGuard(ports.web, ports.registry)
+    runner = web.AppRunner(
+        make_app(ports, screens, guard), handle_signals=False, shutdown_timeout=5.0,
+        access_log=logging.getLogger("web.access") if ports.web.access_log else None,
+        access_log_class=PathOnlyAccessLogger,
+    )  # fmt: skip
+    await runner.setup()
+    try:
+        await GuardedSite(runner, ports.web.host, ports.web.port, guard).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner

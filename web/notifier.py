@@ -4,6 +4,12 @@
 dispatcher's screens and returns. A screen whose queue overflows (a hung or
 slow browser) is closed with a clear reason; the page reconnects and gets its
 card again. So a slow screen costs only itself, never another dispatcher's pop.
+
+A screen that did not come with an Authorization header (a browser cannot set
+one) must send ``{"type": "auth", "token": "<the seat's token>"}`` first,
+within web.screen_auth_timeout_s; nothing is sent to it before. A dispatcher
+has at most web.max_screens_per_dispatcher screens. Refused screens are closed
+with code 1008 and a reason, and counted in ``verbund112_screens_refused{reason}``.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import prometheus_client as prom
@@ -27,6 +34,9 @@ SEND_TIMEOUT_S = 5.0  # one message to one screen
 CLOSE_TIMEOUT_S = 1.0
 TOO_SLOW = b"Bildschirm zu langsam: bitte neu verbinden"
 STOPPING = b"Dienst wird neu gestartet"
+NOT_SIGNED_IN = "Anmeldung fehlt oder ungültig"
+NOT_YOURS = "Token gehört nicht zu diesem Platz"
+TOO_MANY = "Zu viele Bildschirme für diesen Platz"
 
 
 class _Screen:
@@ -61,9 +71,18 @@ class _Screen:
 
 
 class DispatcherScreens:
-    def __init__(self, site: str, registry: prom.CollectorRegistry, queue_size: int = QUEUE_SIZE) -> None:
+    def __init__(
+        self, site: str, registry: prom.CollectorRegistry, queue_size: int = QUEUE_SIZE, *,
+        max_per_dispatcher: int = 4, auth_timeout: float = 5.0,
+    ) -> None:  # fmt: skip
         self.site = site
         self.queue_size = queue_size
+        self.max_per_dispatcher = max_per_dispatcher
+        self.auth_timeout = auth_timeout
+        self.refused = prom.Counter(
+            "verbund112_screens_refused", "dispatcher screens refused: not signed in, not theirs, too many",
+            ["reason"], registry=registry,
+        )  # fmt: skip
         self._screens: dict[str, set[_Screen]] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self.overflowed = prom.Counter(
@@ -103,10 +122,22 @@ class DispatcherScreens:
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    async def serve(self, request: web.Request, dispatcher: str, cards: CallCards) -> web.WebSocketResponse:
-        """One screen of a dispatcher, until it goes away."""
+    async def serve(
+        self, request: web.Request, dispatcher: str, cards: CallCards,
+        seat_of: Callable[[str], str | None] | None = None,
+    ) -> web.WebSocketResponse:  # fmt: skip
+        """One screen of a dispatcher, until it goes away.
+
+        ``seat_of`` None: the request was authenticated already (a header).
+        Otherwise the first message must carry a token whose seat_of is this
+        dispatcher.
+        """
         socket = web.WebSocketResponse(heartbeat=10.0, max_msg_size=4096)
         await socket.prepare(request)
+        if seat_of is not None and (refusal := await self._signed_in(socket, dispatcher, seat_of)):
+            return await self._refuse(socket, dispatcher, *refusal)
+        if len(self._screens.get(dispatcher, ())) >= self.max_per_dispatcher:
+            return await self._refuse(socket, dispatcher, "too-many", TOO_MANY)
         screen = _Screen(dispatcher, socket, request.transport, self.queue_size)
         self._screens.setdefault(dispatcher, set()).add(screen)
         log.info("dispatcher %s connected (%d screens)", dispatcher, len(self._screens[dispatcher]))
@@ -127,6 +158,38 @@ class DispatcherScreens:
             screens.discard(screen)
             if not screens:
                 self._screens.pop(dispatcher, None)
+        return socket
+
+    async def _signed_in(
+        self, socket: web.WebSocketResponse, dispatcher: str, seat_of: Callable[[str], str | None]
+    ) -> tuple[str, str] | None:
+        """None if the first message is a valid auth for this dispatcher, else why not."""
+        try:
+            async with asyncio.timeout(self.auth_timeout):
+                message = await socket.receive()
+        except TimeoutError:
+            return "no-auth", NOT_SIGNED_IN
+        data = None
+        if message.type == WSMsgType.TEXT:
+            with contextlib.suppress(ValueError):
+                data = json.loads(message.data)
+        if not isinstance(data, dict) or data.get("type") != "auth" or not isinstance(data.get("token"), str):
+            return "no-auth", NOT_SIGNED_IN
+        seat = seat_of(data["token"])
+        if seat is None:
+            return "bad-token", NOT_SIGNED_IN
+        if seat != dispatcher:
+            return "not-theirs", NOT_YOURS
+        return None
+
+    async def _refuse(
+        self, socket: web.WebSocketResponse, dispatcher: str, reason: str, message: str
+    ) -> web.WebSocketResponse:
+        self.refused.labels(reason).inc()
+        log.warning("screen for dispatcher %s refused: %s", dispatcher, reason)
+        with contextlib.suppress(TimeoutError, ConnectionError, RuntimeError):
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await socket.close(code=WSCloseCode.POLICY_VIOLATION, message=message.encode())
         return socket
 
     @staticmethod

@@ -56,6 +56,10 @@ class AmlSink(Protocol):
         """Raises verbund112.store.StoreError when the store does not take it."""
         ...
 
+    async def claim_aml_nonce(self, nonce: str, ttl_s: int) -> bool:
+        """False if the nonce was claimed before (within ttl_s). Raises verbund112.store.StoreError."""
+        ...
+
 
 class Supervision(Protocol):
     async def view(self, now: float) -> dict[str, Any]: ...
@@ -73,6 +77,7 @@ class WebPorts:
     aml_sink: AmlSink
     supervision: Supervision
     aml_messages: prom.Counter  # by format and outcome
+    aml_signatures_refused: prom.Counter  # by reason
 
 
 PORTS: web.AppKey[WebPorts] = web.AppKey("ports", WebPorts)

@@ -17,6 +17,7 @@ from lab import lab
 from routing.decision import Route
 from telephony.events import DispatcherAnswered
 from tests.conftest import next_event, place_call
+from tests.support.aml_sender import signed_headers
 from verbund112.features.hub import CallRouted
 from verbund112.store import keys
 
@@ -27,6 +28,7 @@ SMS_V1 = (
     "mcc=262;mnc=01;ml=128"
 )
 TIMEOUT = aiohttp.ClientTimeout(total=10)
+SECRET = "gateway-shared-secret-0123"
 
 
 def https_form(number: str, lat: float = 50.6547, lon: float = 12.1997) -> dict[str, str]:
@@ -103,20 +105,39 @@ async def test_bad_aml_gets_400_with_a_reason_and_the_service_keeps_serving(
 
 
 async def test_aml_intake_is_authenticated(verbund: lab.Verbund, start_service) -> None:
-    await start_service("jena", aml={"hmac_secret": "gateway-shared-secret-0123"})
-    form = https_form("+4915112340005")
-    body = urlencode(form)
-    signature = "sha256=" + hmac.new(b"gateway-shared-secret-0123", body.encode(), hashlib.sha256).hexdigest()
+    await start_service("jena", aml={"hmac_secret": SECRET})
+    body = urlencode(https_form("+4915112340005"))
     form_type = {"Content-Type": "application/x-www-form-urlencoded"}
     assert (await post(verbund, "/aml/v1/https", form_type, data=body))[0] == 401
     reader = {"Authorization": f"Bearer {verbund.read_token}", **form_type}
     assert (await post(verbund, "/aml/v1/https", reader, data=body))[0] == 403
     admin = {"Authorization": f"Bearer {verbund.web_token}", **form_type}
     assert (await post(verbund, "/aml/v1/https", admin, data=body))[0] == 403  # admins manage, gateways deliver
-    forged = {"X-AML-Signature": "sha256=" + "0" * 64, **form_type}
+    forged = {**signed_headers(SECRET, body.encode()), "X-AML-Signature": "sha256=" + "0" * 64, **form_type}
     assert (await post(verbund, "/aml/v1/https", forged, data=body))[0] == 401
-    signed = {"X-AML-Signature": signature, **form_type}
+    signed = {**signed_headers(SECRET, body.encode()), **form_type}
     assert (await post(verbund, "/aml/v1/https", signed, data=body))[0] == 202
+
+
+async def test_a_replayed_stale_or_old_style_signed_aml_delivery_is_refused(
+    verbund: lab.Verbund, start_service
+) -> None:
+    jena = await start_service("jena", aml={"hmac_secret": SECRET})  # aml.signature_window_s: 300
+    body = urlencode(https_form("+4915112340015"))
+    form_type = {"Content-Type": "application/x-www-form-urlencoded"}
+    signed = {**signed_headers(SECRET, body.encode()), **form_type}
+    assert (await post(verbund, "/aml/v1/https", signed, data=body))[0] == 202
+    status, answer = await post(verbund, "/aml/v1/https", signed, data=body)  # captured and sent again
+    assert (status, "used before") == (401, answer["error"][-11:])
+    stale = {**signed_headers(SECRET, body.encode(), sent_at=time.time() - 400), **form_type}
+    status, answer = await post(verbund, "/aml/v1/https", stale, data=body)
+    assert status == 401 and "off the service's clock" in answer["error"]
+    body_only = "sha256=" + hmac.new(SECRET.encode(), body.encode(), hashlib.sha256).hexdigest()
+    status, answer = await post(verbund, "/aml/v1/https", {"X-AML-Signature": body_only, **form_type}, data=body)
+    assert status == 401 and "X-AML-Nonce" in answer["error"]  # the signature format before 10/5
+    refused = {reason: jena.registry.get_sample_value("verbund112_aml_signatures_refused_total", {"reason": reason})
+               for reason in ("replay", "stale", "incomplete")}  # fmt: skip
+    assert refused == {"replay": 1, "stale": 1, "incomplete": 1}
 
 
 async def test_expired_aml_is_gone_after_its_ttl(verbund: lab.Verbund, start_service, redis_client) -> None:

@@ -16,7 +16,7 @@ from lab import lab
 from routing.numbers import to_e164
 from telephony.events import ChannelHungUp
 from tests.conftest import next_event, place_call
-from tests.integration.test_screen_pops import TIMEOUT, next_message, socket_url
+from tests.integration.test_screen_pops import TIMEOUT, connect_screen, next_message
 from tests.support.aml_server import NO_DATA, PASSWORD, USERNAME, Pki, fix, make_pki, serve
 from verbund112.features.hub import CallRouted
 
@@ -53,7 +53,7 @@ async def test_a_call_without_aml_gets_the_servers_fix_on_the_dispatchers_screen
         assert service.aml_pull.polls.running
         await start_desks("jena", ["jena-d1"])
         async with aiohttp.ClientSession(timeout=TIMEOUT) as client:
-            screen = await client.ws_connect(socket_url(verbund, "jena", "jena-d1"))
+            screen = await connect_screen(client, verbund, "jena", "jena-d1")
             await next_message(screen, "hello")
             with service.hub.subscribe() as events:
                 call = asyncio.create_task(place_call(verbund, "jena", number, talk_ms=8000))

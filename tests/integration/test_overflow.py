@@ -15,7 +15,7 @@ from routing.decision import Route
 from telephony import events
 from telephony.ami import AmiError
 from tests.conftest import next_event, place_call
-from tests.integration.test_screen_pops import TIMEOUT, next_message, socket_url
+from tests.integration.test_screen_pops import TIMEOUT, connect_screen, next_message
 from verbund112.features.hub import CallRouted
 from verbund112.service import Service
 
@@ -44,7 +44,7 @@ async def test_a_caller_waiting_at_busy_jena_is_moved_to_a_free_gera_dispatcher_
     await start_desks("jena", ["jena-d1"])
     await start_desks("gera", ["gera-d1"])
     async with aiohttp.ClientSession(timeout=TIMEOUT) as client:
-        gera_screen = await client.ws_connect(socket_url(verbund, "gera", "gera-d1"))
+        gera_screen = await connect_screen(client, verbund, "gera", "gera-d1")
         await next_message(gera_screen, "hello")
         with jena.hub.subscribe() as seen:
             first = asyncio.create_task(place_call(verbund, "jena", "+4936411110001", talk_ms=15000))
@@ -180,7 +180,7 @@ async def test_gera_down_nothing_moves_there_and_jena_answers_and_pops_gera_area
 
         # the carrier's substitute routing sends a Gera caller to Jena: routed and popped as normal
         async with aiohttp.ClientSession(timeout=TIMEOUT) as client:
-            screens = [await client.ws_connect(socket_url(verbund, "jena", seat)) for seat in jena_desks.seats]
+            screens = [await connect_screen(client, verbund, "jena", seat) for seat in jena_desks.seats]
             for screen in screens:
                 await next_message(screen, "hello")
             with jena.hub.subscribe() as seen:

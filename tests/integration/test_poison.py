@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 
 from lab import lab
 from tests.conftest import place_call
-from tests.integration.test_screen_pops import TIMEOUT, next_message, socket_url
+from tests.integration.test_screen_pops import TIMEOUT, connect_screen, next_message
 from verbund112.service import Service
 from verbund112.store import keys
 
@@ -70,7 +70,7 @@ async def test_poison_everywhere_leaves_both_services_serving_and_the_next_call_
     client = aioredis.Redis.from_url(verbund.redis.url)
     try:
         async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
-            screen = await session.ws_connect(socket_url(verbund, "jena", "jena-d1"))
+            screen = await connect_screen(session, verbund, "jena", "jena-d1")
             await next_message(screen, "hello")
             await next_message(screen, "abandoned")  # the list every screen gets when it connects
             for site in ("jena", "gera"):

@@ -36,9 +36,16 @@ async def nothing_but(socket: aiohttp.ClientWebSocketResponse, allowed: set[str]
             assert message["type"] in allowed, message
 
 
-def socket_url(verbund: lab.Verbund, site: str, seat: str, token: str | None = None) -> str:
-    token = token or verbund.desk_tokens[seat]
-    return f"http://127.0.0.1:{verbund.ports[site].web}/ws/v1/dispatchers/{seat}?token={token}"
+def socket_url(verbund: lab.Verbund, site: str, seat: str) -> str:
+    return f"http://127.0.0.1:{verbund.ports[site].web}/ws/v1/dispatchers/{seat}"
+
+
+async def connect_screen(
+    client: aiohttp.ClientSession, verbund: lab.Verbund, site: str, seat: str, token: str | None = None
+) -> aiohttp.ClientWebSocketResponse:
+    """A dispatcher's screen, signed in with the token in the Authorization header (default: the seat's own)."""
+    headers = {"Authorization": f"Bearer {token or verbund.desk_tokens[seat]}"}
+    return await client.ws_connect(socket_url(verbund, site, seat), headers=headers)
 
 
 async def post_aml(verbund: lab.Verbund, site: str, number: str, lat: float, lon: float) -> None:
@@ -57,8 +64,8 @@ async def test_the_answering_dispatcher_gets_the_card_and_aml_updates_the_others
     await start_service("jena")
     await start_desks("jena", ["jena-d1"])
     async with aiohttp.ClientSession(timeout=TIMEOUT) as client:
-        mine = await client.ws_connect(socket_url(verbund, "jena", "jena-d1"))
-        other = await client.ws_connect(socket_url(verbund, "jena", "jena-d2"))
+        mine = await connect_screen(client, verbund, "jena", "jena-d1")
+        other = await connect_screen(client, verbund, "jena", "jena-d2")
         await next_message(mine, "hello")
         await next_message(other, "hello")
         call = asyncio.create_task(
@@ -83,7 +90,7 @@ async def test_the_answering_dispatcher_gets_the_card_and_aml_updates_the_others
 
         # reconnect mid-call: the card comes again
         await mine.close()
-        again = await client.ws_connect(socket_url(verbund, "jena", "jena-d1"))
+        again = await connect_screen(client, verbund, "jena", "jena-d1")
         resent = await next_message(again, "card")
         assert resent["call_id"] == card["call_id"]
         assert resent["locations"][0]["source"] == "aml"
@@ -101,7 +108,7 @@ async def test_a_call_moved_to_gera_pops_at_gera_with_jenas_data_and_later_aml(
     await start_service("gera")
     await start_desks("gera", ["gera-d1"])  # nobody at Jena: the call goes over the trunk
     async with aiohttp.ClientSession(timeout=TIMEOUT) as client:
-        gera = await client.ws_connect(socket_url(verbund, "gera", "gera-d1"))
+        gera = await connect_screen(client, verbund, "gera", "gera-d1")
         await next_message(gera, "hello")
         call = asyncio.create_task(
             place_call(verbund, "jena", "+4915112349002", talk_ms=6000, position=(50.9279, 11.5891, 40))
@@ -123,8 +130,8 @@ async def test_an_abandoned_call_lands_on_every_dispatchers_callback_list(verbun
     await start_service("jena")
     await start_service("gera")
     async with aiohttp.ClientSession(timeout=TIMEOUT) as client:
-        jena_desk = await client.ws_connect(socket_url(verbund, "jena", "jena-d3"))
-        gera_desk = await client.ws_connect(socket_url(verbund, "gera", "gera-d3"))
+        jena_desk = await connect_screen(client, verbund, "jena", "jena-d3")
+        gera_desk = await connect_screen(client, verbund, "gera", "gera-d3")
         await next_message(jena_desk, "hello")
         await next_message(gera_desk, "hello")
         assert await place_call(verbund, "jena", "+4915112349003", hang_up_after_ms=1500) == 0
@@ -153,9 +160,9 @@ async def test_screen_pops_need_the_dispatchers_own_token(verbund: lab.Verbund, 
     async with aiohttp.ClientSession(timeout=TIMEOUT) as client:
         for token, status in ((verbund.desk_tokens["jena-d2"], 403), ("wrong", 401), (verbund.read_token, 403)):
             with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-                await client.ws_connect(socket_url(verbund, "jena", "jena-d1", token))
+                await connect_screen(client, verbund, "jena", "jena-d1", token)
             assert refused.value.status == status
-        socket = await client.ws_connect(socket_url(verbund, "jena", "jena-d1"))
+        socket = await connect_screen(client, verbund, "jena", "jena-d1")
         await next_message(socket, "hello")
         await socket.send_str("garbage")
         assert (await next_message(socket, "error"))["error"]
@@ -167,7 +174,7 @@ async def test_a_repeat_caller_card_lists_the_earlier_call(verbund: lab.Verbund,
     await start_service("jena")
     await start_desks("jena", ["jena-d1"])
     async with aiohttp.ClientSession(timeout=TIMEOUT) as client:
-        screen = await client.ws_connect(socket_url(verbund, "jena", "jena-d1"))
+        screen = await connect_screen(client, verbund, "jena", "jena-d1")
         await next_message(screen, "hello")
         first = asyncio.create_task(place_call(verbund, "jena", "+4915112349777", talk_ms=1000))
         first_card = await next_message(screen, "card")

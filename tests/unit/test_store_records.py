@@ -23,7 +23,7 @@ def test_every_key_the_store_spells_is_in_the_table() -> None:
     spelled = [keys.aml("<e164>"), keys.call("<call id>"), keys.calls_by_number("<e164>"), keys.answered("<call id>"),
                keys.abandoned_entry("<call id>"), keys.heartbeat("<site>"), keys.AML_UPDATES_CHANNEL,
                keys.ABANDONED_CHANNEL, keys.ABANDONED_KEY, keys.MOVES_KEY, keys.AUDIT_KEY,
-               keys.abandoned_seen("<call id>")]  # fmt: skip
+               keys.abandoned_seen("<call id>"), keys.aml_nonce("<nonce>")]  # fmt: skip
     assert sorted(spelled) == sorted(patterns)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -83,3 +84,45 @@ async def test_the_supervisor_view_with_redis_down_shows_the_partner_unknown_and
     assert view["sites"]["jena"]["state"] == "no-asterisk"  # nothing listens on its AMI port
     assert view["overflow"]["problem"].startswith("Redis: ")
     assert view["overflow"]["last_hour"] == {}
+
+
+async def test_every_response_says_no_referrer(service: Service) -> None:
+    """A page's address holds its token: it must never go on to another site in a Referer header."""
+    base = f"http://127.0.0.1:{service.web_port}"
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as client:
+        for path, headers, status in [
+            ("/supervisor?token=t-read-0123456789", {}, 200),
+            ("/api/v1/status", {"Authorization": "Bearer t-read-0123456789"}, 200),
+            ("/api/v1/status", {}, 401),
+            ("/nowhere", {"Authorization": "Bearer t-read-0123456789"}, 404),
+            ("/api/v1/abandoned", {"Authorization": "Bearer t-read-0123456789"}, 403),
+        ]:
+            async with client.get(base + path, headers=headers) as response:
+                assert response.status == status
+                assert response.headers.get("Referrer-Policy") == "no-referrer", path
+
+
+async def test_the_access_log_has_each_request_without_its_token(
+    service: Service, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="web.access")
+    page = f"http://127.0.0.1:{service.web_port}/supervisor?token=t-read-0123456789"
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as client, client.get(page) as response:
+        assert response.status == 200
+    lines = [record.getMessage() for record in caplog.records if record.name == "web.access"]
+    assert any("GET /supervisor 200" in line for line in lines), lines
+    assert not any("t-read-0123456789" in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("GET", "/api/v1/abandoned"), ("POST", "/api/v1/abandoned/jena-1.1/callback-done")]
+)
+async def test_the_read_and_admin_roles_neither_see_caller_numbers_nor_act_on_calls(
+    service: Service, method: str, path: str
+) -> None:
+    url = f"http://127.0.0.1:{service.web_port}{path}"
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as client:
+        for token in ("t-read-0123456789", "t-admin-0123456789"):
+            async with client.request(method, url, headers={"Authorization": f"Bearer {token}"}) as response:
+                assert response.status == 403
+                assert "dispatcher or supervisor" in (await response.json())["error"]

@@ -55,6 +55,14 @@ TABLE: tuple[Entry, ...] = (
         None,
     ),
     Entry(
+        "v112:aml-nonce:<nonce>",
+        "string",
+        "the nonce of a signed AML delivery, so it cannot be played again",
+        "2 × aml.signature_window_s",
+        False,
+        2 * 3600,  # aml.signature_window_s is at most 3600
+    ),
+    Entry(
         "v112:call:<call id>",
         "string",
         "CallRecord: what the entry site knew (caller, location, decision)",
@@ -145,6 +153,10 @@ AUDIT_KEY = "v112:rules:audit"
 
 def aml(e164: str) -> str:
     return f"v112:aml:{e164}"
+
+
+def aml_nonce(nonce: str) -> str:
+    return f"v112:aml-nonce:{nonce}"
 
 
 def call(call_id: str) -> str:

@@ -215,6 +215,10 @@ class Store:
             record.to_json(), max_age, keys.AML_TRAIL_KEEP, keys.AML_UPDATES_CHANNEL, e164,
         ))  # fmt: skip
 
+    async def claim_aml_nonce(self, nonce: str, ttl_s: int) -> bool:
+        """True the first time a signed AML delivery's nonce is seen within ttl_s (a replay gets False)."""
+        return bool(await self._guarded(self.redis.set(keys.aml_nonce(nonce), b"1", nx=True, ex=ttl_s)))
+
     async def aml_trail(self, e164: str) -> list[AmlFixRecord]:
         raw = await self._guarded(self.redis.lrange(keys.aml(e164), 0, keys.AML_TRAIL_KEEP - 1))
         return self._decode_all("aml-fix", raw, AmlFixRecord)
