@@ -126,10 +126,15 @@ async def agi_exchange(port: int, secret: str, n: int, caller: str, geo: bool) -
     return (time.perf_counter() - started) * 1000
 
 
-async def bench_fastagi(port: int, secret: str, concurrency: int, total: int, rate: float | None) -> None:
-    """`concurrency` callers; each starts its next exchange after 1/(rate/concurrency) s, or at once (rate None)."""
+async def bench_fastagi(
+    port: int, secret: str, concurrency: int, total: int, *, rate: float | None, first: int = 0
+) -> None:
+    """`concurrency` callers; each starts its next exchange after 1/(rate/concurrency) s, or at once (rate None).
+
+    Call ids from `first` on: a call id asked for again keeps its first record (and is logged).
+    """
     timings: list[float] = []
-    counter = iter(range(total))
+    counter = iter(range(first, first + total))
     interval = concurrency / rate if rate else 0.0
 
     async def caller_loop(offset: float) -> None:
@@ -494,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
         port, secret = verbund.ports["jena"].fastagi, verbund.site("jena").secrets.fastagi_secret
         asyncio.run(bench_fastagi(port, secret, 50, args.agi_calls, rate=100.0))
         print(f"  server side (the service's own histogram): {server_side(verbund)}")
-        asyncio.run(bench_fastagi(port, secret, 50, args.agi_calls, rate=None))
+        asyncio.run(bench_fastagi(port, secret, 50, args.agi_calls, rate=None, first=args.agi_calls))
         if args.only == "fastagi":
             return 0
         asyncio.run(bench_aml(verbund, 20, args.aml_messages))

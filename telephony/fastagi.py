@@ -10,9 +10,10 @@ stall the server or another call.
 
 Only the site's Asterisk may ask: a connection from an address outside
 ``fastagi.allowed_peers`` is closed before anything is read, and the first
-command of every exchange asks the dialplan for its shared secret (the global
-fastagi.secret in its verbund112.conf), compared in constant time. A refused peer never reaches
-the handler: no record written, no AML pull started.
+command of every exchange asks Asterisk for the shared secret of its
+verbund112.conf (telephony.dialplan.FASTAGI_SECRET), compared in constant time
+with ``fastagi.secret``. A refused peer never reaches the handler: no record
+written, no AML pull started.
 
 panoramisk's FastAGI ``Application`` is not used: it reads the request in a
 loop that spins forever on an early EOF and has no timeout anywhere.
@@ -70,15 +71,19 @@ class FastAgiSettings(BaseModel):
         return value
 
 
-# what both the dialplan global and the settings accept (the alphabet of secrets.token_urlsafe)
+# what verbund112.conf and the settings accept (the alphabet of secrets.token_urlsafe)
 SECRET_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,128}")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+class PeerSetupError(ValueError):
+    """The settings do not say who our Asterisk is (no secret, no address): the service must not start."""
+
+
 @dataclass(frozen=True)
 class PeerPolicy:
-    """Who may ask: Asterisk's addresses, and the dialplan's shared secret as proof."""
+    """Who may ask: Asterisk's addresses, and the shared secret of its verbund112.conf as proof."""
 
     networks: tuple[Network, ...]
     secret: str = field(repr=False)
@@ -123,10 +128,6 @@ class PeerPolicy:
 
 class AgiProtocolError(Exception):
     """The peer broke the AGI protocol (garbage, EOF, a refused command)."""
-
-
-class PeerSetupError(ValueError):
-    """The settings do not say who our Asterisk is (no secret, no address): the service must not start."""
 
 
 class _Refused(Exception):

@@ -21,6 +21,7 @@ import jinja2
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from telephony import fastagi
 from verbund112 import shipped
 
 SeatId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
@@ -151,7 +152,7 @@ class SiteSecrets(BaseModel):
 
     ami_secret: str = Field(min_length=12)
     # in verbund112.conf, asked for by the service first; its fastagi.secret is the same value
-    fastagi_secret: str = Field(pattern=r"^[A-Za-z0-9_-]{16,128}$")
+    fastagi_secret: str = Field(pattern=rf"^{fastagi.SECRET_PATTERN.pattern}$")
     dispatcher_passwords: dict[str, str]
 
     @classmethod

@@ -160,7 +160,7 @@ def asterisk_config_group() -> None:
 @click.option("--site", required=True, help="a shipped site (asterisk-config/sites/NAME.yaml) or a site values file")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--secrets", "secrets_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-              help="YAML with ami_secret and dispatcher_passwords; default: from the environment")  # fmt: skip
+              help="YAML with ami_secret, fastagi_secret, dispatcher_passwords; default: the environment")  # fmt: skip
 @click.option("--templates", "templates_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="folder of *.conf.j2 templates; default: the shipped ones")  # fmt: skip
 def render(site: str, out_dir: Path, secrets_file: Path | None, templates_dir: Path | None) -> None:
