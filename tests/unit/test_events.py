@@ -121,3 +121,80 @@ def test_a_caller_joining_carries_channel_time_and_the_moved_mark() -> None:
 
 def test_a_queue_entry_without_channel_means_nothing() -> None:
     assert events.parse({"Event": "QueueEntry", "Queue": "q", "Uniqueid": "u1"}, "jena") is None
+
+
+# -- the dialplan's own reports (UserEvents) and its AstDB outbox ----------------------
+
+ENDED = {
+    "Event": "UserEvent", "UserEvent": "V112CallEnded", "Uniqueid": "jena-1700000000.0",
+    "Linkedid": "jena-1700000000.0", "CallId": "jena-1700000000.0", "Number": "+4915112340001",
+    "EntrySite": "jena", "EnteredAt": "1700000000", "EndedAt": "1700000012", "Answered": "0",
+    "ChanVariable": CALL_VARS,
+}  # fmt: skip
+
+
+def test_the_end_of_a_call_reported_by_the_hangup_handler() -> None:
+    assert events.parse(ENDED, "jena") == events.CallEnded(
+        site="jena", call_id="jena-1700000000.0", uniqueid="jena-1700000000.0", linkedid="jena-1700000000.0",
+        caller_number="+4915112340001", entry_site="jena", entered_at=1700000000.0, ended_at=1700000012.0,
+        answered=False,
+    )  # fmt: skip
+
+
+def test_a_round_and_an_answer_reported_by_the_dialplan() -> None:
+    base = {"Event": "UserEvent", "Uniqueid": "jena-1.0", "CallId": "jena-1.0"}
+    went = events.parse({**base, "UserEvent": "V112Round", "Round": "3", "EnteredAt": "1700000000"}, "jena")
+    assert isinstance(went, events.CallerWentRound) and (went.round, went.entered_at) == (3, 1700000000.0)
+    assert isinstance(events.parse({**base, "UserEvent": "V112Answered"}, "jena"), events.CallAnswered)
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        ({"CallId": "jena 1; DROP"}, "CallId malformed"),
+        ({"CallId": ""}, "CallId malformed"),
+        ({"Number": "+49 151 <script>"}, "Number malformed"),
+        ({"EntrySite": "Jena!"}, "EntrySite malformed"),
+        ({"EnteredAt": "yesterday"}, "EnteredAt not a number"),
+        ({"EndedAt": "nan"}, "EndedAt out of range"),
+        ({"EndedAt": "-5"}, "EndedAt out of range"),
+        ({"Answered": "yes"}, "Answered malformed"),
+        ({"UserEvent": "V112Round", "Round": "0", "EnteredAt": "1"}, "Round out of range"),
+        ({"UserEvent": "V112Round", "Round": "x", "EnteredAt": "1"}, "Round not a number"),
+    ],
+)
+def test_a_malformed_report_of_the_dialplan_is_a_bad_event_never_an_exception(changes: dict, problem: str) -> None:
+    event = events.parse({**ENDED, **changes}, "jena")
+    assert isinstance(event, events.BadDialplanEvent) and event.problem == problem
+
+
+def test_other_user_events_mean_nothing_to_us() -> None:
+    assert events.parse({**ENDED, "UserEvent": "SomethingElse"}, "jena") is None
+
+
+def test_an_outbox_entry_of_astdb_is_an_unanswered_call() -> None:
+    entry = events.outbox_entry(
+        "/v112-abandoned/2026120123/jena-1.5", "+4915112340001|jena|1700000000|1700000009", "jena"
+    )
+    assert (entry.call_id, entry.caller_number, entry.entry_site, entry.answered) == (
+        "jena-1.5",
+        "+4915112340001",
+        "jena",
+        False,
+    )
+    assert entry.ended_at - entry.entered_at == 9
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("/pbx/UUID/x", "+49|jena|1|2"),
+        ("/v112-abandoned/jena-1.5", "+49|jena|1|2"),
+        ("/v112-abandoned/2026120123/jena 1", "+49|jena|1|2"),
+        ("/v112-abandoned/2026120123/jena-1.5", "+49|jena|1"),
+        ("/v112-abandoned/2026120123/jena-1.5", "+49|jena|1|inf"),
+    ],
+)
+def test_a_malformed_outbox_entry_is_refused_with_a_reason(key: str, value: str) -> None:
+    with pytest.raises(events.DialplanEventError):
+        events.outbox_entry(key, value, "jena")
