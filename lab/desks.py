@@ -6,7 +6,8 @@ Run as its own process (pyVoIP works with threads):
 
 It prints one JSON object per line on stdout, so a test can wait for the
 event it needs instead of sleeping: {"event": "registered", "seat": ...},
-{"event": "answered", "seat": ..., "caller": (From), "asserted": (P-Asserted-Identity), ...}, {"event": "ended", ...}.
+{"event": "answered", "seat": ..., "caller": ..., "asserted": ..., "privacy": ...}
+(the numbers in From and P-Asserted-Identity, the Privacy header), {"event": "ended", ...}.
 A desk answers every call and keeps it until the caller hangs up (or
 --max-talk seconds pass). SIGTERM unregisters the desks and exits.
 """
