@@ -221,6 +221,7 @@ def start_verbund(
                 partner_host=LOOPBACK,
                 partner_sip_port=ports[partner].sip,
                 carrier_match=[CARRIER_ADDRESS],
+                desk_networks=[f"{LOOPBACK}/32"],  # the pyVoIP desks; other loopback addresses are refused
                 ami_port=ports[name].ami,
                 rtp_port_start=ports[name].rtp,
                 rtp_port_end=ports[name].rtp + 399,
@@ -301,14 +302,25 @@ def bench_desk(site: AsteriskSite, timeout_s: int) -> subprocess.Popen[bytes]:
 class Desks:
     """A dispatcher-desk process (pyVoIP) for one site; its JSON lines can be awaited."""
 
-    def __init__(self, site: AsteriskSite, seats: list[str], log_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        site: AsteriskSite,
+        seats: list[str],
+        log_file: Path | None = None,
+        *,
+        address: str = LOOPBACK,
+        passwords: dict[str, str] | None = None,
+    ) -> None:
+        """address: the desks' own (another loopback address is outside the lab's desk networks);
+        passwords: instead of the seats' real ones."""
         self.site = site
         self.seats = seats
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.seen: list[dict[str, Any]] = []
         args = [sys.executable, "-m", "lab.desks", "--server", f"{LOOPBACK}:{site.values.sip_port}"]
+        args += ["--address", address]
         for seat in seats:
-            password = site.secrets.dispatcher_passwords[seat]
+            password = (passwords or site.secrets.dispatcher_passwords)[seat]
             args += ["--seat", f"{seat}:{password}:{free_udp_port()}:{free_rtp_base(100)}"]
         with contextlib.ExitStack() as stack:
             out = stack.enter_context(log_file.open("wb")) if log_file else subprocess.PIPE
