@@ -59,6 +59,7 @@ async def test_a_desk_registering_from_outside_the_desk_networks_is_refused_and_
     with desk_process(site, ["jena-d3"], address=OUTSIDE) as desks:  # the seat's real password
         assert (await registration(desks))["event"] == "register_failed"
         line = await logged(site, "security.log", 'SecurityEvent="FailedACL"', f"/{OUTSIDE}/")
+        await logged(site, "messages.log", "NOTICE", f"'{OUTSIDE}:", "Not match Endpoint ACL")
     assert 'AccountID="jena-d3"' in line and 'ACLName="not_match_endpoint_acl"' in line
     assert not log_lines(site, "security.log", 'SecurityEvent="SuccessfulAuth"', f"/{OUTSIDE}/")
 
@@ -68,6 +69,7 @@ async def test_a_desk_with_a_wrong_password_is_refused_and_in_the_security_log(v
     with desk_process(site, ["jena-d4"], passwords={"jena-d4": "not-the-password"}) as desks:
         assert (await registration(desks))["event"] == "register_failed"
         line = await logged(site, "security.log", 'SecurityEvent="ChallengeResponseFailed"', 'AccountID="jena-d4"')
+        await logged(site, "messages.log", "NOTICE", "jena-d4", "Failed to authenticate")
     assert "/127.0.0.1/" in line  # the desk's address: who tried
 
 
