@@ -81,6 +81,19 @@ def answer_options(phone: VoIPPhone) -> None:
     sip.parse_message = parse_message  # type: ignore[method-assign]
 
 
+def registered(phone: VoIPPhone, within: float = 10.0) -> bool:
+    """Registered, or given up. Asterisk's first OPTIONS (qualify) can overtake its 200 OK to the
+    REGISTER; pyVoIP then takes the OPTIONS for the answer, fails this try and tries again at
+    once (three tries before it gives up): wait for that, do not judge the first try."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        status = phone.get_status()
+        if status in (PhoneStatus.REGISTERED, PhoneStatus.FAILED, PhoneStatus.INACTIVE):
+            return status == PhoneStatus.REGISTERED
+        time.sleep(0.05)
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     import os
 
@@ -113,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         answer_options(phone)
         phone.start()
         phones.append((seat, phone))
-        if phone.get_status() == PhoneStatus.REGISTERED:
+        if registered(phone):
             emit(event="registered", seat=seat)
         else:
             emit(event="register_failed", seat=seat, status=str(phone.get_status()))

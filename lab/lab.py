@@ -370,9 +370,20 @@ class Desks:
         ready = self.wait_for(lambda e: e.get("event") in ("ready",), timeout)
         failed = [e for e in self.seen if e.get("event") == "register_failed"]
         if failed or set(ready.get("seats", [])) != set(self.seats):
-            raise LabError(f"desks failed to register: {failed}")
+            raise LabError(f"desks failed to register: {failed}; Asterisk said:\n{self._asterisk_about_seats()}")
         # Asterisk's queue sees a desk only once its device state says so.
         wait_until(self.all_available, 10, "desks available in the queue")
+
+    def _asterisk_about_seats(self) -> str:
+        """What Asterisk logged and shows about these seats: why a registration failed."""
+        lines = []
+        for name in ("messages.log", "security.log"):
+            with contextlib.suppress(OSError):
+                text = (self.site.host_dir / "log" / name).read_text(errors="replace")
+                lines += [line for line in text.splitlines() if any(seat in line for seat in self.seats)][-10:]
+        for seat in self.seats:
+            lines.append(self.site.cli(f"pjsip show aor {seat}"))
+        return "\n".join(lines)
 
     def all_available(self) -> bool:
         shown = self.site.cli(f"queue show {self.site.values.queue}")
