@@ -2,7 +2,7 @@
 
 Run as its own process (pyVoIP works with threads):
 
-    python -m lab.desks --server 127.0.0.1:5060 --seat jena-d1:PASSWORD:SIPPORT:RTPPORT ...
+    python -m lab.desks --server 127.0.0.1:5060 [--address 127.0.0.1] --seat jena-d1:PASSWORD:SIPPORT:RTPPORT ...
 
 It prints one JSON object per line on stdout, so a test can wait for the
 event it needs instead of sleeping: {"event": "registered", "seat": ...},
@@ -70,6 +70,36 @@ def make_answerer(seat: str, max_talk: float):  # type: ignore[no-untyped-def]
     return answer
 
 
+def answer_options(phone: VoIPPhone) -> None:
+    """Answer SIP OPTIONS (Asterisk's qualify) with 200 OK, as desk phones do: pyVoIP 1.6.8
+    cannot parse an OPTIONS request and drops it, and the queue would skip the desk as dead."""
+    if "OPTIONS" not in pyVoIP.SIPCompatibleMethods:
+        pyVoIP.SIPCompatibleMethods.append("OPTIONS")  # the list SIPMessage checks request methods in
+    sip = phone.sip
+    handle = sip.parse_message
+
+    def parse_message(message: Any) -> None:  # a pyVoIP.SIP.SIPMessage, request or response
+        if getattr(message, "method", None) == "OPTIONS":  # responses have no method
+            sip.out.sendto(sip.gen_ok(message).encode("utf8"), (sip.server, sip.port))
+        else:
+            handle(message)
+
+    sip.parse_message = parse_message  # type: ignore[method-assign]
+
+
+def registered(phone: VoIPPhone, within: float = 10.0) -> bool:
+    """Registered, or given up. Asterisk's first OPTIONS (qualify) can overtake its 200 OK to the
+    REGISTER; pyVoIP then takes the OPTIONS for the answer, fails this try and tries again at
+    once (three tries before it gives up): wait for that, do not judge the first try."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        status = phone.get_status()
+        if status in (PhoneStatus.REGISTERED, PhoneStatus.FAILED, PhoneStatus.INACTIVE):
+            return status == PhoneStatus.REGISTERED
+        time.sleep(0.05)
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     import os
 
@@ -81,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         help="seat:password:sip_port:rtp_port (RTP uses 100 ports from rtp_port), repeatable",
     )  # fmt: skip
     parser.add_argument("--max-talk", type=float, default=600.0)
+    parser.add_argument("--address", default="127.0.0.1", help="the desks' own IP address")
     args = parser.parse_args(argv)
     host, _, port = args.server.rpartition(":")
 
@@ -92,15 +123,16 @@ def main(argv: list[str] | None = None) -> int:
             int(port),
             seat,
             password,
-            myIP="127.0.0.1",
+            myIP=args.address,
             callCallback=make_answerer(seat, args.max_talk),
             sipPort=int(sip_port),
             rtpPortLow=int(rtp_port),
             rtpPortHigh=int(rtp_port) + 99,
         )
+        answer_options(phone)
         phone.start()
         phones.append((seat, phone))
-        if phone.get_status() == PhoneStatus.REGISTERED:
+        if registered(phone):
             emit(event="registered", seat=seat)
         else:
             emit(event="register_failed", seat=seat, status=str(phone.get_status()))

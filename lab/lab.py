@@ -241,6 +241,7 @@ def start_verbund(
                 intersite_key_file=f"{inner}/keys/intersite.key",
                 intersite_ca_file=f"{inner}/keys/verbund-ca.crt",
                 carrier_match=[CARRIER_ADDRESS],
+                desk_networks=[f"{LOOPBACK}/32"],  # the pyVoIP desks; other loopback addresses are refused
                 ami_port=ports[name].ami,
                 rtp_port_start=ports[name].rtp,
                 rtp_port_end=ports[name].rtp + 399,
@@ -335,14 +336,25 @@ def bench_desk(site: AsteriskSite, timeout_s: int) -> subprocess.Popen[bytes]:
 class Desks:
     """A dispatcher-desk process (pyVoIP) for one site; its JSON lines can be awaited."""
 
-    def __init__(self, site: AsteriskSite, seats: list[str], log_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        site: AsteriskSite,
+        seats: list[str],
+        log_file: Path | None = None,
+        *,
+        address: str = LOOPBACK,
+        passwords: dict[str, str] | None = None,
+    ) -> None:
+        """address: the desks' own (another loopback address is outside the lab's desk networks);
+        passwords: instead of the seats' real ones."""
         self.site = site
         self.seats = seats
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.seen: list[dict[str, Any]] = []
         args = [sys.executable, "-m", "lab.desks", "--server", f"{LOOPBACK}:{site.values.sip_port}"]
+        args += ["--address", address]
         for seat in seats:
-            password = site.secrets.dispatcher_passwords[seat]
+            password = (passwords or site.secrets.dispatcher_passwords)[seat]
             args += ["--seat", f"{seat}:{password}:{free_udp_port()}:{free_rtp_base(100)}"]
         with contextlib.ExitStack() as stack:
             out = stack.enter_context(log_file.open("wb")) if log_file else subprocess.PIPE
@@ -392,9 +404,20 @@ class Desks:
         ready = self.wait_for(lambda e: e.get("event") in ("ready",), timeout)
         failed = [e for e in self.seen if e.get("event") == "register_failed"]
         if failed or set(ready.get("seats", [])) != set(self.seats):
-            raise LabError(f"desks failed to register: {failed}")
+            raise LabError(f"desks failed to register: {failed}; Asterisk said:\n{self._asterisk_about_seats()}")
         # Asterisk's queue sees a desk only once its device state says so.
         wait_until(self.all_available, 10, "desks available in the queue")
+
+    def _asterisk_about_seats(self) -> str:
+        """What Asterisk logged and shows about these seats: why a registration failed."""
+        lines = []
+        for name in ("messages.log", "security.log"):
+            with contextlib.suppress(OSError):
+                text = (self.site.host_dir / "log" / name).read_text(errors="replace")
+                lines += [line for line in text.splitlines() if any(seat in line for seat in self.seats)][-10:]
+        for seat in self.seats:
+            lines.append(self.site.cli(f"pjsip show aor {seat}"))
+        return "\n".join(lines)
 
     def all_available(self) -> bool:
         shown = self.site.cli(f"queue show {self.site.values.queue}")

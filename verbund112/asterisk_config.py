@@ -19,7 +19,7 @@ from typing import Annotated
 
 import jinja2
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, IPvAnyNetwork, StringConstraints, model_validator
 
 from telephony import fastagi
 from verbund112 import shipped
@@ -75,6 +75,10 @@ class SiteValues(BaseModel):
     # listener address (the partner dials it and is recognised by its own), and the partner's.
     intersite_address: str
     partner_host: str
+    # where the dispatcher desks are (acl.conf): a desk registering from elsewhere is refused
+    desk_networks: list[IPvAnyNetwork] = Field(min_length=1)
+    # OPTIONS to each registered desk this often (seconds), so the queue skips a dead one; 0: off
+    desk_qualify_s: int = Field(default=5, ge=0, le=60)
     # where calls for Leitstellen outside the Verbund go (the carrier's SBC); None: not forwarded
     carrier_outbound_uri: Annotated[str, StringConstraints(pattern=r"^sip:[A-Za-z0-9.:@+-]{1,120}$")] | None = None
     external_ring_s: int = Field(default=30, ge=5)
