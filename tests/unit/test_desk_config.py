@@ -51,7 +51,12 @@ def test_a_seat_keeps_its_desk_and_a_dead_desk_is_found_by_qualify() -> None:
         assert re.search(r"^qualify_frequency = 7$", aor, re.M)
 
 
-@pytest.mark.parametrize("networks", [[], ["desks.example"], ["10.20.0.5/24"]])
-def test_desk_networks_must_be_networks(networks: list[str]) -> None:
-    with pytest.raises(ValidationError, match="desk_networks"):
+@pytest.mark.parametrize(
+    ("networks", "message"),
+    [([], "at least 1 item"), (["desks.example"], "not a valid IPv4 or IPv6 network"),
+     (["10.20.0.5/24"], "not a valid IPv4 or IPv6 network")],
+)  # fmt: skip
+def test_desk_networks_must_be_networks(networks: list[str], message: str) -> None:
+    assert asterisk_config.load_site("jena", desk_networks=["10.20.0.0/24", "fd00:112::/64"]).desk_networks
+    with pytest.raises(ValidationError, match=message):
         asterisk_config.load_site("jena", desk_networks=networks)
