@@ -108,6 +108,9 @@ def lab_call(*, number: str, site: str, lat: float | None, lon: float | None, ra
         with path.open() as handle:
             handle.seek(offsets[name])
             for line in handle:
+                # the desks' JSON events, amid whatever pyVoIP prints
+                if not line.startswith("{"):
+                    continue
                 event = json.loads(line)
                 if event.get("event") == "answered":
                     click.echo(f"answered at {name} by dispatcher {event['seat']} (caller shown: {event['caller']})")

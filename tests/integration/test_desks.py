@@ -18,7 +18,7 @@ from tests.conftest import next_event, place_call
 
 pytestmark = pytest.mark.lab
 
-OUTSIDE = "127.0.0.5"  # loopback, but outside the lab's desk networks (127.0.0.1/32)
+OUTSIDE = "127.0.0.8"  # loopback, outside the desk networks (127.0.0.1/32) and no trunk's address (.2-.5)
 CALLER = "+4936411234567"
 
 

@@ -33,7 +33,7 @@ def counted(service: Service, metric: str, **labels: str) -> float:
 async def abandoned_call(service: Service, number: str) -> AbandonedCall:
     entry = AbandonedCall(call_id=f"jena-roles.{time.time_ns()}", caller=number, site="jena", at=time.time(),
                           waited_s=12.0)  # fmt: skip
-    await service.store.add_abandoned(entry)
+    assert await service.store.add_abandoned_once(entry) == "added"
     return entry
 
 
