@@ -52,3 +52,19 @@ def test_withdraw_info_is_two_three_digit_places(partner: int, back: int, info: 
 def test_malformed_withdraw_info_is_refused(info: str) -> None:
     with pytest.raises(ValueError):
         dialplan.parse_withdraw_info(info)
+
+
+@pytest.mark.parametrize("event", [dialplan.CALL_ENDED_EVENT, dialplan.ROUND_EVENT, dialplan.ANSWERED_EVENT])
+def test_each_user_event_the_service_reads_is_raised_by_the_dialplan(event: str) -> None:
+    assert f"UserEvent({event}," in EXTENSIONS
+
+
+def test_the_end_of_every_call_is_reported_whoever_routes_it() -> None:
+    emergency = EXTENSIONS.split("[v112-emergency]")[1].split("\n[")[0]
+    # the hangup handler is on the caller's channel before the service is asked (or skipped)
+    assert emergency.index("hangup_handler_push)=v112-call-end,s,1") < emergency.index("n(ask)")
+    assert f"DB({dialplan.ABANDONED_FAMILY}/" in EXTENSIONS
+    assert f"DBdeltree({dialplan.ABANDONED_FAMILY}/" in EXTENSIONS
+    modules = (TEMPLATES / "modules.conf.j2").read_text()
+    for module in ("func_db.so", "app_db.so", "func_global.so", "app_userevent.so", "func_strings.so"):
+        assert f"load => {module}" in modules
