@@ -28,7 +28,7 @@ import ipaddress
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, SecretStr, ValidationError, field_validator
@@ -186,6 +186,8 @@ class AgiSession:
         self._reader = reader
         self._writer = writer
         self.request = request
+        # variables the server read together with the secret (no round trip of their own)
+        self.prefetched: dict[str, str] = {}
 
     async def command(self, line: str) -> tuple[int, str]:
         """Send one AGI command; returns (result, data) of a 200 answer."""
@@ -219,6 +221,8 @@ class AgiSession:
         for name in names:
             if not _VARIABLE_NAME.match(name):
                 raise ValueError(f"invalid channel variable name {name!r}")
+        if all(name in self.prefetched for name in names):
+            return {name: self.prefetched[name] for name in names}
         _, data = await self.command("GET FULL VARIABLE " + "|".join(f"${{{name}}}" for name in names))
         values = data.split("|")
         if len(values) != len(names):
@@ -262,8 +266,14 @@ class FastAgiServer:
         max_header_bytes: int = 16384,
         on_done: Callable[[str, float], None] | None = None,
         on_refused: Callable[[str], None] | None = None,
+        prefetch: Sequence[str] = (),
     ) -> None:
+        for name in prefetch:
+            if not _VARIABLE_NAME.match(name):
+                raise ValueError(f"invalid channel variable name {name!r}")
         self._handler = handler
+        # what the handler reads first, fetched with the secret: the proof costs no round trip
+        self._prefetch = tuple(prefetch)
         self._peers = peers
         self._on_refused = on_refused
         self._fallback = fallback
@@ -354,10 +364,17 @@ class FastAgiServer:
             return
         session = AgiSession(reader, writer, request)
         # First the proof that this is our Asterisk: before the handler reads or writes anything.
-        _, secret = await session.command(f"GET FULL VARIABLE ${{{dialplan.FASTAGI_SECRET}}}")
+        # The variables the handler reads first come in the same answer (the secret holds no '|',
+        # so it is the first field whatever the rest holds); they are used only once it is proven.
+        _, data = await session.command(
+            "GET FULL VARIABLE " + "|".join(f"${{{e}}}" for e in (dialplan.FASTAGI_SECRET, *self._prefetch))
+        )
+        secret, *values = data.split("|")
         if not self._peers.proven(secret):
             self._refuse("secret", exchange.peer)
             raise _Refused
+        if len(values) == len(self._prefetch):
+            session.prefetched = dict(zip(self._prefetch, values, strict=True))
         # The handler gets most of the budget; the rest is for sending the
         # fallback when it fails.
         try:

@@ -23,7 +23,7 @@ from aiohttp import web
 from overflow.state import SiteSnapshot
 from routing.decision import Places
 from routing.rules import Rules
-from telephony import events
+from telephony import dialplan, events
 from telephony.ami import AmiClient
 from telephony.fastagi import FastAgiServer, PeerPolicy
 from verbund112.features.abandoned_calls import AbandonedCalls
@@ -93,6 +93,7 @@ class Service:
             max_header_bytes=settings.fastagi.max_header_bytes,
             on_done=self.routing_metrics.exchange_done,
             on_refused=self.routing_metrics.peer_refused,
+            prefetch=dialplan.ROUTE_REQUEST_VARIABLES,
         )
         self.screens = DispatcherScreens(site, registry, max_per_dispatcher=settings.web.max_screens_per_dispatcher,
                                          auth_timeout=settings.web.screen_auth_timeout_s)  # fmt: skip

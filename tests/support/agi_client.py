@@ -43,8 +43,11 @@ async def exchange(
     request: str | None = None,
     host: str = "127.0.0.1",
     source: str | None = None,
+    commands: list[str] | None = None,
 ) -> dict[str, str]:
     """One whole FastAGI exchange; returns the variables the server set.
+
+    ``commands``: if given, every AGI command the server sent is appended to it.
 
     ``source``: the local address to connect from (e.g. 127.0.0.9, another loopback address than
     Asterisk's). The FastAGI secret is one of the ``variables`` (key: telephony.dialplan.FASTAGI_SECRET,
@@ -55,6 +58,8 @@ async def exchange(
     set_variables: dict[str, str] = {}
     try:
         while line := (await reader.readline()).decode().strip():
+            if commands is not None:
+                commands.append(line)
             writer.write(_answer(line, variables, set_variables))
     except ConnectionResetError:
         pass  # refused: the server closed without a word

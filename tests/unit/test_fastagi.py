@@ -95,6 +95,33 @@ async def test_the_handler_reads_channel_variables_and_its_reply_is_set(server_w
     assert answer == {"V112_ROUTE": "partner", "V112_SEEN": "+4936411234567/None"}
 
 
+async def test_what_the_handler_reads_first_comes_with_the_secret_in_one_round_trip() -> None:
+    async def route(session: AgiSession) -> AgiReply:
+        seen = await session.get_variables(["V112_CALL_ID", "V112_CALLER"])
+        return AgiReply((("V112_ROUTE", "partner"), ("V112_SEEN", "/".join(seen.values()))))
+
+    server = await start(FastAgiServer(route, fallback=FALLBACK, host="127.0.0.1", port=0, deadline=0.3, peers=PEERS,
+                                       prefetch=("V112_CALL_ID", "V112_CALLER")))  # fmt: skip
+    try:
+        variables = {"V112_CALL_ID": "jena-1.1", "V112_CALLER": "+4936411234567", dialplan.FASTAGI_SECRET: SECRET}
+        commands: list[str] = []
+        answer = await asyncio.wait_for(agi_client.exchange(server.port, variables, REQUEST, commands=commands), 5)
+        assert answer == {"V112_ROUTE": "partner", "V112_SEEN": "jena-1.1/+4936411234567"}
+        gets = [c for c in commands if c.startswith("GET")]
+        assert gets == [f"GET FULL VARIABLE ${{{dialplan.FASTAGI_SECRET}}}|${{V112_CALL_ID}}|${{V112_CALLER}}"]
+
+        # a value holding '|' cannot be split: nothing is prefetched, the handler asks itself (and,
+        # here, cannot split it either: the fallback); the secret, first, still held
+        variables["V112_CALLER"] = "+49|36411234567"
+        commands.clear()
+        answer = await asyncio.wait_for(agi_client.exchange(server.port, variables, REQUEST, commands=commands), 5)
+        assert answer == dict(FALLBACK.variables)
+        assert [c for c in commands if c.startswith("GET")][1:] == ["GET FULL VARIABLE ${V112_CALL_ID}|${V112_CALLER}"]
+        assert server.stats.refused == 0
+    finally:
+        await server.stop()
+
+
 @pytest.mark.parametrize(
     "garbage",
     [
