@@ -219,9 +219,14 @@ class SupervisorEvents:
             time.sleep(0.05)
 
     def current_pid(self) -> int | None:
-        """The child running now (the last started one, unless it exited since)."""
-        started = [event for event in self.read() if event["event"] == "started"]
-        return int(started[-1]["pid"]) if started else None
+        """The child running now: the last one started, unless it has ended since (None)."""
+        pid = None
+        for event in self.read():
+            if event["event"] == "started":
+                pid = int(event["pid"])
+            elif event["event"] in {"exited", "restarting", "stopped"}:
+                pid = None
+        return pid
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -74,13 +74,13 @@ async def supervised(verbund: lab.Verbund, tmp_path: Path) -> AsyncIterator[Call
     yield start
     for service in started:
         await asyncio.to_thread(service.stop)
-        assert await asyncio.to_thread(_gone, service.pid)
+        every_child = [event["pid"] for event in service.events.read() if event["event"] == "started"]
+        assert every_child
+        assert all([await asyncio.to_thread(_gone, pid) for pid in every_child])  # nothing left behind
 
 
-def _gone(pid: int | None) -> bool:
+def _gone(pid: int) -> bool:
     """No such process (or only its zombie)."""
-    if pid is None:
-        return True
     try:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
     except OSError:
