@@ -17,7 +17,6 @@ import os
 import queue
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -632,10 +631,14 @@ def start_supervised_service(
 
 
 def stop_supervisor(pid: int) -> None:
-    """Stop a supervisor (it stops its service first); then anything left in its process group."""
-    stop_process(pid, timeout=20)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)  # its service, had the supervisor itself been killed
+    """Stop a supervisor (it stops its service first); then a service of it still left, had the
+    supervisor itself been killed (the service stays in the supervisor's process group)."""
+    if _is_ours(pid, "lab.supervisor"):
+        stop_process(pid, timeout=20)
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if proc.name.isdigit() and os.getpgid(int(proc.name)) == pid and _is_ours(int(proc.name), "verbund112"):
+                stop_process(int(proc.name), timeout=20)
 
 
 def up(seats_per_site: int = 2, log: Callable[[str], None] = print) -> LabState:
@@ -699,11 +702,10 @@ def down(log: Callable[[str], None] = print) -> None:
     if state is not None:
         # services and desks first, so nothing reconnects to what we stop next
         for process in sorted(state.processes, key=lambda p: p["role"].startswith(("redis", "asterisk"))):
-            if _is_ours(process["pid"], process["marker"]):
-                if process["marker"] == "lab.supervisor":
-                    stop_supervisor(process["pid"])
-                else:
-                    stop_process(process["pid"], timeout=15)
+            if process["marker"] == "lab.supervisor":
+                stop_supervisor(process["pid"])  # its service too, even if the supervisor was killed
+            elif _is_ours(process["pid"], process["marker"]):
+                stop_process(process["pid"], timeout=15)
         LabState.path().unlink()
     root = directory / "rootfs"
     subprocess.run(["rm", "-rf", "--one-file-system", str(root / "srv/verbund112" / instance_name())], check=False)

@@ -35,13 +35,14 @@ def supervise(tmp_path: Path) -> Iterator[Callable[..., tuple[subprocess.Popen[b
     folder = tmp_path
 
     def start(*child_args: str, watchdog: float = 1.0, start_timeout: float = 30.0):  # type: ignore[no-untyped-def]
-        (folder / "child.py").write_text(CHILD)
+        # named like a service: lab down recognises a service left behind by "verbund112" in its command
+        (folder / "verbund112_stand_in.py").write_text(CHILD)
         events = folder / f"events-{len(started)}.jsonl"
         process = subprocess.Popen(
             [sys.executable, "-m", "lab.supervisor", "--events", str(events), "--socket",
              f"@v112-test-{secrets.token_hex(8)}", "--log", str(folder / "child.log"), "--watchdog",
              str(watchdog), "--start-timeout", str(start_timeout), "--restart", "0.1", "--",
-             sys.executable, str(folder / "child.py"), *child_args],
+             sys.executable, str(folder / "verbund112_stand_in.py"), *child_args],
             start_new_session=True,
         )  # fmt: skip
         started.append(process)
@@ -105,3 +106,15 @@ def test_stopping_the_supervisor_stops_its_service_and_leaves_nothing(supervise)
     events.wait_for(lambda e: e["event"] == "stopped", 5)
     wait_until(lambda: not alive(ready["pid"]), 5, "the service gone")
     assert not any(e["event"] == "restarting" for e in events.read())
+
+
+def test_lab_down_stops_a_service_whose_supervisor_was_killed(supervise) -> None:
+    from lab.lab import stop_supervisor
+
+    supervisor, events = supervise()
+    ready = events.wait_for(lambda e: e["event"] == "ready", 20)
+    supervisor.kill()
+    supervisor.wait(timeout=10)
+    assert alive(ready["pid"])  # orphaned, still running
+    stop_supervisor(supervisor.pid)
+    wait_until(lambda: not alive(ready["pid"]), 5, "the orphaned service gone")
