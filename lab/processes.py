@@ -304,7 +304,7 @@ class SentinelProcess:
             _private_file(config, "\n".join(lines) + "\n")
         with (self.workdir / "sentinel.log").open("ab") as log_file:
             process = subprocess.Popen(
-                [_sentinel_program(), str(config)], stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+                [*_sentinel_program(), str(config)], stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
             )
         self.process = process
         self.pid = process.pid
@@ -330,9 +330,9 @@ class SentinelProcess:
             self.pid = 0
 
 
-def _sentinel_program() -> str:
-    # Debian's redis-sentinel package; redis-server --sentinel is the same program
-    return "redis-sentinel" if shutil.which("redis-sentinel") else "redis-server"
+def _sentinel_program() -> list[str]:
+    # Debian's redis-sentinel package (scripts/bootstrap); redis-server --sentinel is the same program
+    return ["redis-sentinel"] if shutil.which("redis-sentinel") else ["redis-server", "--sentinel"]
 
 
 @dataclass
