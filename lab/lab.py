@@ -599,7 +599,11 @@ def up(seats_per_site: int = 2, log: Callable[[str], None] = print) -> LabState:
     ]
     state = LabState(
         instance=instance,
-        redis={"sentinels": verbund.redis.sentinel_addresses, "master_name": verbund.redis.master_name},
+        redis={
+            "sentinels": verbund.redis.sentinel_addresses,
+            "master_name": verbund.redis.master_name,
+            "nodes": {name: node.port for name, node in verbund.redis.nodes.items()},
+        },
         sites={},
         processes=processes,
         tokens={

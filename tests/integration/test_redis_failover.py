@@ -230,7 +230,7 @@ async def test_a_service_follows_the_failover_and_the_next_calls_card_comes_with
         status = await status_of(verbund, "jena")
         assert status["master"] == f"127.0.0.1:{verbund.redis.nodes[new].port}"
         assert status["failovers"] == 1 and status["degraded"] is False and status["mode"] == "sentinel"
-        assert jena.store.failovers._value.get() == 1
+        assert jena.registry.get_sample_value("verbund112_redis_failovers_total") == 1
     finally:
         await asyncio.to_thread(verbund.redis.restart, old)  # the lab whole again for the next tests
     async with asyncio.timeout(15):

@@ -207,6 +207,7 @@ class Store:
         self.master: str | None = None if settings.through_sentinels else _address_of(settings.url or DEFAULT_URL)
         self._degraded_since: float | None = None  # monotonic; None while a master answers
         self._degraded_before_s = 0.0  # earlier spells without a master, summed
+        self.failovers_seen = 0
         if isinstance(self.redis.connection_pool, _WatchedSentinelPool):
             self.redis.connection_pool.on_master = self._master_seen
         self.bad_values = prom.Counter(
@@ -247,6 +248,7 @@ class Store:
         if address == self.master:
             return
         if self.master is not None:
+            self.failovers_seen += 1
             self.failovers.inc()
             log.warning("Redis master is now %s (was %s)", address, self.master)
         else:
@@ -279,7 +281,7 @@ class Store:
             "degraded": not self.reachable,
             "mode": "sentinel" if self.settings.through_sentinels else "single",
             "master": self.master,
-            "failovers": int(self.failovers._value.get()),
+            "failovers": self.failovers_seen,
             "degraded_s": round(self.degraded_s(), 3),
         }
 
