@@ -27,7 +27,7 @@ import prometheus_client as prom
 import pytest
 
 from lab import lab
-from lab.processes import RedisSentinelSet
+from lab.processes import RedisSentinelSet, wait_until
 from routing.decision import AmlFix, Position
 from telephony.events import DispatcherAnswered
 from tests.conftest import next_event, place_call
@@ -198,6 +198,30 @@ async def test_killing_the_master_loses_no_accepted_fix_and_the_cards_get_what_w
                     assert any(f'"time":{fix_time}'.encode() in fix for fix in trail)
             following.cancel()
             confirming.cancel()
+
+
+async def test_a_demoted_master_is_left_for_the_new_one_by_itself(sentinel_set: RedisSentinelSet) -> None:
+    """A switchover (SENTINEL FAILOVER): the old master lives on as a replica and refuses writes
+    (READONLY); the store's next writes go to the new master without anyone telling it."""
+    sentinel_set.wait_whole()
+    old = sentinel_set.master()
+    assert old is not None
+    async with store_of(sentinel_set) as store:
+        writer = Writer(AmlSink(store, prom.Counter("d", "", ["outbox"], registry=prom.CollectorRegistry())))
+        await writer.send(NUMBERS[0])
+        assert store.status()["master"] == f"127.0.0.1:{sentinel_set.nodes[old].port}"
+        with next(iter(sentinel_set.sentinels.values())).client() as sentinel:
+            await asyncio.to_thread(sentinel.sentinel_failover, sentinel_set.master_name)
+        new = await asyncio.to_thread(sentinel_set.wait_for_master, old)
+        await asyncio.to_thread(wait_until, lambda: sentinel_set.nodes[old].role() == "slave", 30, "old master demoted")
+        async with asyncio.timeout(20):
+            while len(writer.accepted) < 2:  # the first writes after the switch may fail (503), never be lost
+                await writer.send(NUMBERS[1])
+        assert store.status()["master"] == f"127.0.0.1:{sentinel_set.nodes[new].port}"
+        assert store.status()["failovers"] == 1
+        with sentinel_set.nodes[new].client() as master:
+            trail = await asyncio.to_thread(master.lrange, f"v112:aml:{NUMBERS[1]}", 0, -1)
+        assert any(f'"time":{writer.accepted[1][2]}'.encode() in fix for fix in trail)
 
 
 async def status_of(verbund: lab.Verbund, site: str) -> dict[str, Any]:
