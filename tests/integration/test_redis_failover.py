@@ -52,7 +52,9 @@ def sentinel_set(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSent
     try:
         yield redis_set
     finally:
+        processes = [p.pid for p in [*redis_set.nodes.values(), *redis_set.sentinels.values()] if p.pid]
         redis_set.stop()
+        assert not [pid for pid in processes if Path(f"/proc/{pid}").exists()], "a Redis process left behind"
 
 
 @contextlib.asynccontextmanager
