@@ -264,6 +264,51 @@ async def test_a_service_follows_the_failover_and_the_next_calls_card_comes_with
             await asyncio.sleep(0.1)
 
 
+async def aml_answer(verbund: lab.Verbund, number: str) -> int:
+    """One AML delivery to Jena's intake (as a handset's gateway sends it); the HTTP status."""
+    now_ms = str(int(time.time() * 1000))
+    form = {"location_latitude": "50.9279", "location_longitude": "11.5891", "location_accuracy": "12",
+            "location_source": "gps", "time": now_ms, "location_time": now_ms, "device_number": number}  # fmt: skip
+    url = f"http://127.0.0.1:{verbund.ports['jena'].web}/aml/v1/https"
+    headers = {"Authorization": f"Bearer {verbund.aml_token}"}
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as client, client.post(url, data=form, headers=headers) as r:
+        return r.status
+
+
+async def test_the_card_of_a_held_call_gets_the_fix_sent_while_the_master_was_dying(
+    verbund: lab.Verbund, start_service, start_desks
+) -> None:
+    await start_service("jena")
+    await start_desks("jena", ["jena-d1"])
+    old = verbund.redis.master()
+    assert old is not None
+    try:
+        async with aiohttp.ClientSession(timeout=TIMEOUT) as client:
+            screen = await connect_screen(client, verbund, "jena", "jena-d1")
+            await next_message(screen, "hello")
+            call = asyncio.create_task(place_call(verbund, "jena", "+4915112361003", talk_ms=20000))
+            await next_message(screen, "card", within=40)
+            await asyncio.to_thread(verbund.redis.kill, old)
+            killed = time.monotonic()
+            answers = [await aml_answer(verbund, "+4915112361003")]
+            while answers[-1] == 503:  # the sender retries, as told
+                await asyncio.sleep(0.2)
+                answers.append(await aml_answer(verbund, "+4915112361003"))
+            accepted = time.monotonic()
+            location = await next_message(screen, "location", within=20)
+            shown = time.monotonic()
+            assert location["location"]["source"] == "aml"
+            assert answers[-1] == 202 and set(answers[:-1]) <= {503}
+            print(
+                f"\nREDIS FAILOVER under a held call: {len(answers) - 1} AML deliveries answered 503 (retried); "
+                f"pop gap (master killed -> location on the card) {shown - killed:.2f} s, "
+                f"(fix accepted -> on the card) {shown - accepted:.2f} s"
+            )
+            assert await call == 0
+    finally:
+        await asyncio.to_thread(verbund.redis.restart, old)
+
+
 @contextlib.contextmanager
 def redis_paused(verbund: lab.Verbund) -> Iterator[None]:
     """Both Redis nodes stop answering (SIGSTOP): no master anywhere, and none can be promoted."""
