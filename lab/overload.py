@@ -175,9 +175,10 @@ def find_knee(verbund: lab.Verbund, rates: list[float], seconds: float, talk_ms:
     return knee
 
 
-def start_lab(instance: str, rtp_ports: int) -> tuple[lab.Verbund, list[subprocess.Popen[bytes]]]:
-    """The bench lab, the answering peer at Jena and both services (routing on, overflow off)."""
-    verbund = lab.start_verbund(instance, log=print, bench=True, rtp_ports=rtp_ports)
+def start_lab(instance: str, rtp_ports: int, desks: int = 0) -> tuple[lab.Verbund, list[subprocess.Popen[bytes]]]:
+    """The bench lab with both services routing, and the answering peer at Jena: one queue member
+    answering every call at once, or `desks` members of one call each."""
+    verbund = lab.start_verbund(instance, log=print, bench=True, bench_desks={SITE: desks}, rtp_ports=rtp_ports)
     processes: list[subprocess.Popen[bytes]] = []
     try:
         processes.append(lab.bench_desk(verbund.site(SITE), timeout_s=3600))
