@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab import lab
-from lab.processes import LOOPBACK, AsteriskSite, free_rtp_base
+from lab.processes import LOOPBACK, AsteriskSite, LabError, free_rtp_base
 
 SITE = "jena"
 CALLER = "036411234567"  # a Jena number: the routing keeps the call at Jena
@@ -106,7 +106,7 @@ def calls_done(process: subprocess.Popen[bytes], load: Load, work: Path) -> Run:
         last = list(csv.DictReader(handle, delimiter=";"))[-1]
     failed = _failed_calls(work / "errors.log")
     if len(failed) != int(last["FailedCall(C)"]):
-        raise lab.LabError(f"sipp counted {last['FailedCall(C)']} failed calls, its error log names {len(failed)}")
+        raise LabError(f"sipp counted {last['FailedCall(C)']} failed calls, its error log names {len(failed)}")
     return Run(load, int(last["SuccessfulCall(C)"]), failed)
 
 
