@@ -479,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(bench_pull(args.pull_requests, 10))
     if args.skip_lab:
         return 0
-    verbund = lab.start_verbund(f"bench-{os.getpid()}", log=print, bench=True)
+    verbund = lab.start_verbund(f"bench-{os.getpid()}", log=print, bench=True, rtp_ports=lab.BENCH_RTP_PORTS)
     directory = lab.lab_dir() / verbund.instance
     services = []
     try:

@@ -92,7 +92,7 @@ class SitePorts:
     neighbour: int  # UDP port on CARRIER_ADDRESS where a neighbour Leitstelle stands in
 
 
-def _allocate_ports() -> dict[str, SitePorts]:
+def _allocate_ports(rtp_ports: int) -> dict[str, SitePorts]:
     taken: set[int] = set()
 
     def fresh(picker: Callable[[], int]) -> int:
@@ -109,7 +109,7 @@ def _allocate_ports() -> dict[str, SitePorts]:
             ami=fresh(free_tcp_port),
             fastagi=fresh(free_tcp_port),
             web=fresh(free_tcp_port),
-            rtp=free_rtp_base(400),
+            rtp=free_rtp_base(rtp_ports),
             intersite=fresh(free_tcp_port),
             neighbour=fresh(_free_carrier_port),
         )
@@ -205,6 +205,10 @@ def rootfs_in_use(root: Path) -> bool:
 PRODUCTION_WAITS: dict[str, int] = {}
 # short waits so that tests and the demo see the static overflow quickly
 LAB_WAITS = {"member_ring_s": 8, "local_wait_s": 10, "partner_ring_s": 12, "partner_queue_wait_s": 10}
+# RTP ports per site: 200 channels with media, enough for the tests. A bench needs more (at
+# 100 calls/s and 1 s of talk 400 ports run out, and Asterisk refuses calls with 488).
+LAB_RTP_PORTS = 400
+BENCH_RTP_PORTS = 4000
 
 
 def start_verbund(
@@ -215,11 +219,14 @@ def start_verbund(
     bench: bool = False,
     bench_desks: dict[str, int] | None = None,
     waits: dict[str, int] | None = None,
+    rtp_ports: int = LAB_RTP_PORTS,
 ) -> Verbund:
     """Build (once) the root filesystem and start Redis and both Asterisk sites.
 
     bench: each site's queue gets the bench peer (one member answering every
     call, or ``bench_desks[site]`` members of one call each).
+    rtp_ports: the width of each site's RTP port range; every channel with media holds
+    two ports (RTP and RTCP), a call answered by a desk two channels.
     """
     directory = directory or lab_dir()
     directory.mkdir(parents=True, exist_ok=True)
@@ -229,7 +236,7 @@ def start_verbund(
     if seconds:
         log(f"built the Asterisk root filesystem in {seconds:.0f} s")
     rootfs.mount(root)
-    ports = _allocate_ports()
+    ports = _allocate_ports(rtp_ports)
     # a throwaway Verbund CA and site certificates at each start: no key is ever committed
     certificates = pki.verbund_pki(directory / instance / "pki", INTERSITE_ADDRESSES)
     redis = RedisSentinelSet(directory / instance / "redis")
@@ -254,7 +261,7 @@ def start_verbund(
                 desk_networks=[f"{LOOPBACK}/32"],  # the pyVoIP desks; other loopback addresses are refused
                 ami_port=ports[name].ami,
                 rtp_port_start=ports[name].rtp,
-                rtp_port_end=ports[name].rtp + 399,
+                rtp_port_end=ports[name].rtp + rtp_ports - 1,
                 fastagi_url=f"agi://{LOOPBACK}:{ports[name].fastagi}",
                 carrier_outbound_uri=f"sip:{CARRIER_ADDRESS}:{ports[name].neighbour}",
                 **(LAB_WAITS if waits is None else waits),
