@@ -191,6 +191,7 @@ class DrillLab:
         self.unreachable: set[str] = set()  # sites the carrier no longer reaches
         self.up: dict[str, dict[asyncio.subprocess.Process, Attempt]] = {site: {} for site in lab.SITES}
         self.client: aiohttp.ClientSession | None = None
+        self.before: dict[str, Any] = {}  # what a fault noted for its recovery check
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -505,8 +506,8 @@ class Drill:
     name: str
     what: str
     fault: Callable[[DrillLab], Awaitable[None]]
-    heal: Callable[[DrillLab], Awaitable[None]]
-    recovered: Callable[[DrillLab], Awaitable[bool]]  # polled after the heal
+    heal: Callable[[DrillLab], Awaitable[None]] | None  # None: the Verbund heals this fault itself
+    recovered: Callable[[DrillLab], Awaitable[bool]]  # polled after the heal (after the fault, if heal is None)
 
 
 async def _nothing(_: DrillLab) -> None:
@@ -518,8 +519,17 @@ async def _both_serving(drill_lab: DrillLab) -> bool:
 
 
 async def _cut_jena_ami(drill_lab: DrillLab) -> None:
+    status = await drill_lab.status("jena")
+    drill_lab.before["ami_connections"] = status["ami"]["connections"] if status else 0
     cut = drill_lab.cut_ami("jena")
     drill_lab.log(f"  AMI of jena cut: {len(cut.splitlines()) - 1} socket(s) killed")
+
+
+async def _ami_back(drill_lab: DrillLab) -> bool:
+    """Jena's service made a new AMI connection (and both still see each other)."""
+    status = await drill_lab.status("jena")
+    again = bool(status and status["ami"]["connections"] > drill_lab.before["ami_connections"])
+    return again and await _both_serving(drill_lab)
 
 
 async def _lose_gera(drill_lab: DrillLab) -> None:
@@ -536,8 +546,8 @@ async def _bring_back_gera(drill_lab: DrillLab) -> None:
 
 
 DRILLS = [
-    Drill("baseline", "no fault: proves the accounting", _nothing, _nothing, _both_serving),
-    Drill("4-ami-cut", "Jena's AMI connection cut (ss -K, both ends reset)", _cut_jena_ami, _nothing, _both_serving),
+    Drill("baseline", "no fault: proves the accounting", _nothing, None, _both_serving),
+    Drill("4-ami-cut", "Jena's AMI connection cut (ss -K, both ends reset)", _cut_jena_ami, None, _ami_back),
     Drill(
         "5-gera-lost",
         "Gera's Asterisk and service kill -9; carrier reroutes to Jena",
@@ -551,6 +561,7 @@ DRILLS = [
 async def run_drill(drill: Drill, load: Load, log: Callable[[str], None] = print) -> Result:
     number = DRILLS.index(drill) + 1 if drill in DRILLS else 99
     log(f"drill {drill.name}: {drill.what}; {load.calls_per_site} calls per site at {load.rate:g}/s")
+    began = time.monotonic()
     async with DrillLab.started(drill.name, log) as drill_lab:
         store = Store(RedisSettings(url=drill_lab.verbund.redis.url, timeout=2.0), prom.CollectorRegistry())
         burst = Burst(drill_lab, load, number)
@@ -559,11 +570,12 @@ async def run_drill(drill: Drill, load: Load, log: Callable[[str], None] = print
             await asyncio.sleep(load.seconds * FAULT_AT)
             fault_at = time.time()
             await drill.fault(drill_lab)
-            await asyncio.sleep(max(0.0, fault_at + load.seconds * (HEAL_AT - FAULT_AT) - time.time()))
-            healing = time.monotonic()
-            await drill.heal(drill_lab)
+            if drill.heal is not None:
+                await asyncio.sleep(max(0.0, fault_at + load.seconds * (HEAL_AT - FAULT_AT) - time.time()))
+                await drill.heal(drill_lab)
+            healed_at = time.time() if drill.heal is not None else fault_at
             await drill_lab.wait_for(lambda: drill.recovered(drill_lab), 60, f"{drill.name}: recovered")
-            recover_s = time.monotonic() - healing if drill.heal is not _nothing else time.time() - fault_at
+            recover_s = time.time() - healed_at
             await running
             result = await _settled(drill, burst, drill_lab, store, fault_at)
             result.recover_s = recover_s if drill.fault is not _nothing else None
@@ -571,7 +583,7 @@ async def run_drill(drill: Drill, load: Load, log: Callable[[str], None] = print
             running.cancel()  # the calls still up when the drill failed or was stopped: their sipp is killed
             await asyncio.gather(running, return_exceptions=True)
             await store.close()
-    log(f"  {_row(result)}")
+    log(f"  {_row(result)} (drill took {time.monotonic() - began:.0f} s)")
     for line in [*result.misses, *result.notes]:
         log(f"    {line}")
     return result
