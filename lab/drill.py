@@ -225,6 +225,8 @@ class DrillLab:
     # -- parts a drill can break and mend --
 
     async def start_service(self, site: str) -> None:
+        if (killed := self.services.get(site)) is not None:
+            await asyncio.to_thread(killed.wait, 10)  # reaped before it is replaced
         self.services[site] = await asyncio.to_thread(lab._start_service, self.verbund, site, self.work)
 
     def signal_service(self, site: str, number: signal.Signals) -> None:
@@ -302,8 +304,8 @@ def drill_desk(site: AsteriskSite, work: Path) -> subprocess.Popen[bytes]:
         "sipp", "-sf", str(lab.SIPP_DIR / "drill_desk.xml"), "-i", lab.BENCH_DESK_ADDRESS, "-p", port,
         "-nostdin", "-nd", "-mp", str(free_rtp_base(10)), f"{LOOPBACK}:{site.values.sip_port}",
     ]  # fmt: skip
-    log_file = (work / f"{site.values.name}-drill-desk.log").open("wb")
-    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log_file, cwd=work, start_new_session=True)
+    with (work / f"{site.values.name}-drill-desk.log").open("wb") as log_file:
+        return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log_file, cwd=work, start_new_session=True)
 
 
 # -- the load --------------------------------------------------------------------------------
@@ -563,7 +565,9 @@ async def run_drill(drill: Drill, load: Load, log: Callable[[str], None] = print
     log(f"drill {drill.name}: {drill.what}; {load.calls_per_site} calls per site at {load.rate:g}/s")
     began = time.monotonic()
     async with DrillLab.started(drill.name, log) as drill_lab:
-        store = Store(RedisSettings(url=drill_lab.verbund.redis.url, timeout=2.0), prom.CollectorRegistry())
+        # the store as the services reach it (a plain Redis or through the sentinels)
+        redis = RedisSettings(**drill_lab.verbund.service_settings("jena")["redis"] | {"timeout": 2.0})
+        store = Store(redis, prom.CollectorRegistry())
         burst = Burst(drill_lab, load, number)
         running = asyncio.create_task(burst.run())
         try:
