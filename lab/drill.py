@@ -5,7 +5,8 @@ into each site for 60 s) and prints a table; `--size ci` is the trimmed load the
 use (tests/integration/test_drills.py), `--only NAME` runs one drill.
 
 Each drill starts a lab Verbund of its own (fresh Redis, both Asterisk sites with answering desks,
-both services as subprocesses so that a drill can kill them), then:
+both services under the lab's supervisor (lab/supervisor.py: restart on exit, kill and restart on a
+missed watchdog ping, as systemd in production) so that a drill can kill them), then:
 
 - the load: every call has its own caller number; a fifth carry a PIDF-LO position in the other
   site's district (routed to the partner: its card must show what the entry site knew), a fifth
@@ -179,13 +180,13 @@ class Screens:
 
 
 class DrillLab:
-    """A lab Verbund with both services as subprocesses, answering desks, screens and the carrier."""
+    """A lab Verbund with both services supervised, answering desks, screens and the carrier."""
 
     def __init__(self, verbund: lab.Verbund, work: Path, log: Callable[[str], None]) -> None:
         self.verbund = verbund
         self.work = work
         self.log = log
-        self.services: dict[str, subprocess.Popen[bytes]] = {}
+        self.services: dict[str, lab.SupervisedService] = {}
         self.desks: dict[str, subprocess.Popen[bytes]] = {}
         self.screens = Screens(verbund, [f"bench-d{i}" for i in range(1, SEATS_PER_SITE + 1)])
         self.unreachable: set[str] = set()  # sites the carrier no longer reaches
@@ -216,7 +217,9 @@ class DrillLab:
                 finally:
                     await drill_lab.screens.stop()
         finally:
-            for process in [*drill_lab.services.values(), *drill_lab.desks.values()]:
+            for service in drill_lab.services.values():
+                await asyncio.to_thread(service.stop)
+            for process in drill_lab.desks.values():
                 await asyncio.to_thread(stop_process, process.pid, 15)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     process.wait(timeout=5)
@@ -225,12 +228,21 @@ class DrillLab:
     # -- parts a drill can break and mend --
 
     async def start_service(self, site: str) -> None:
-        if (killed := self.services.get(site)) is not None:
-            await asyncio.to_thread(killed.wait, 10)  # reaped before it is replaced
-        self.services[site] = await asyncio.to_thread(lab._start_service, self.verbund, site, self.work)
+        if (gone := self.services.get(site)) is not None:
+            await asyncio.to_thread(gone.stop)  # what is left of a lost site's supervisor, reaped
+        self.services[site] = await asyncio.to_thread(lab.start_supervised_service, self.verbund, site, self.work)
 
-    def signal_service(self, site: str, number: signal.Signals) -> None:
-        os.kill(self.services[site].pid, number)
+    def service_pid(self, site: str) -> int:
+        pid = self.services[site].pid
+        if pid is None:
+            raise LabError(f"drill: no service of {site} runs")
+        return pid
+
+    def lose_service(self, site: str) -> None:
+        """The service's host is gone: its supervisor and the service die (kill -9), nothing restarts them."""
+        pid = self.service_pid(site)
+        os.kill(self.services[site].supervisor.pid, signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)
 
     def kill_asterisk(self, site: str) -> None:
         os.kill(self.verbund.site(site).pid, signal.SIGKILL)
@@ -410,6 +422,7 @@ class Result:
     recover_s: float | None = None
     misses: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    observed: dict[str, Any] = field(default_factory=dict)  # what the fault and the recovery check noted
 
 
 async def account(name: str, calls: list[Call], cards: list[dict[str, Any]], store: Store, fault_at: float) -> Result:
@@ -534,9 +547,31 @@ async def _ami_back(drill_lab: DrillLab) -> bool:
     return again and await _both_serving(drill_lab)
 
 
+async def _kill_jena_service(drill_lab: DrillLab) -> None:
+    drill_lab.before["pid"] = pid = drill_lab.service_pid("jena")
+    os.kill(pid, signal.SIGKILL)
+
+
+async def _hang_jena_service(drill_lab: DrillLab) -> None:
+    drill_lab.before["pid"] = pid = drill_lab.service_pid("jena")
+    drill_lab.before["gera_saw_jena_gone"] = False
+    os.kill(pid, signal.SIGSTOP)  # the supervisor's watchdog kills it (SIGKILL ends a stopped process too)
+
+
+async def _jena_restarted(drill_lab: DrillLab) -> bool:
+    """A new service process of Jena is ready and both sites see each other again; on the way, notes
+    whether Gera saw Jena gone (it must stop sending Jena calls then)."""
+    gera = await drill_lab.status("gera")
+    if gera is not None and not gera["partner"]["reporting"]:
+        drill_lab.before["gera_saw_jena_gone"] = True
+    events = drill_lab.services["jena"].events.read()
+    restarted = any(e["event"] == "ready" and e["pid"] != drill_lab.before["pid"] for e in events)
+    return restarted and await _both_serving(drill_lab)
+
+
 async def _lose_gera(drill_lab: DrillLab) -> None:
     """Gera's Asterisk and service die at once (kill -9); the carrier reroutes Gera's calls to Jena."""
-    drill_lab.signal_service("gera", signal.SIGKILL)
+    drill_lab.lose_service("gera")
     drill_lab.kill_asterisk("gera")
     await drill_lab.carrier_loses("gera")
 
@@ -549,6 +584,16 @@ async def _bring_back_gera(drill_lab: DrillLab) -> None:
 
 DRILLS = [
     Drill("baseline", "no fault: proves the accounting", _nothing, None, _both_serving),
+    Drill(
+        "2-jena-killed", "Jena's service kill -9; its supervisor restarts it", _kill_jena_service, None, _jena_restarted
+    ),
+    Drill(
+        "3-jena-hung",
+        "Jena's service kill -STOP; FastAGI falls back, the watchdog restarts it",
+        _hang_jena_service,
+        None,
+        _jena_restarted,
+    ),
     Drill("4-ami-cut", "Jena's AMI connection cut (ss -K, both ends reset)", _cut_jena_ami, None, _ami_back),
     Drill(
         "5-gera-lost",
@@ -583,6 +628,7 @@ async def run_drill(drill: Drill, load: Load, log: Callable[[str], None] = print
             await running
             result = await _settled(drill, burst, drill_lab, store, fault_at)
             result.recover_s = recover_s if drill.fault is not _nothing else None
+            result.observed = dict(drill_lab.before)
         finally:
             running.cancel()  # the calls still up when the drill failed or was stopped: their sipp is killed
             await asyncio.gather(running, return_exceptions=True)

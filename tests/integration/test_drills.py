@@ -42,3 +42,14 @@ async def test_drill4_jena_ami_cut_under_load_loses_nothing() -> None:
 async def test_drill5_gera_lost_under_load_jena_takes_every_call() -> None:
     result = await drill.run_drill(by_name("5-gera-lost"), LOAD)
     assert_nothing_lost(result)
+
+
+async def test_drill2_jena_service_killed_under_load_is_restarted_and_loses_nothing() -> None:
+    result = await drill.run_drill(by_name("2-jena-killed"), LOAD)
+    assert_nothing_lost(result)
+
+
+async def test_drill3_jena_service_hung_under_load_calls_fall_back_gera_stops_sending_nothing_lost() -> None:
+    result = await drill.run_drill(by_name("3-jena-hung"), LOAD)
+    assert result.observed["gera_saw_jena_gone"]
+    assert_nothing_lost(result)
