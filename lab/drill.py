@@ -419,6 +419,7 @@ class Result:
     redialled: int = 0
     lost: int = 0
     degraded_s: float = 0.0
+    pop_gap_s: float = 0.0  # the longest time a site's screens got no card, from the fault on
     recover_s: float | None = None
     misses: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -629,6 +630,7 @@ async def run_drill(drill: Drill, load: Load, log: Callable[[str], None] = print
             result = await _settled(drill, burst, drill_lab, store, fault_at)
             result.recover_s = recover_s if drill.fault is not _nothing else None
             result.observed = dict(drill_lab.before)
+            result.pop_gap_s = pop_gap(drill_lab.screens.cards, fault_at, burst.calls)
         finally:
             running.cancel()  # the calls still up when the drill failed or was stopped: their sipp is killed
             await asyncio.gather(running, return_exceptions=True)
@@ -637,6 +639,20 @@ async def run_drill(drill: Drill, load: Load, log: Callable[[str], None] = print
     for line in [*result.misses, *result.notes]:
         log(f"    {line}")
     return result
+
+
+def pop_gap(cards: list[dict[str, Any]], fault_at: float, calls: list[Call]) -> float:
+    """The longest time a site's screens got no card, from the fault to the last answer of the burst
+    (under the steady load of 2 calls/s per site a card comes every few tenths of a second)."""
+    last_answer = max((a.ended for call in calls for a in call.attempts if a.answered), default=fault_at)
+    gaps = []
+    for site in lab.SITES:
+        arrivals = sorted(
+            card["received_at"] for card in cards
+            if card["answered_site"] == site and fault_at <= card["received_at"] <= last_answer
+        )  # fmt: skip
+        gaps += [later - earlier for earlier, later in itertools.pairwise([fault_at, *arrivals])]
+    return max(gaps, default=0.0)
 
 
 async def _settled(drill: Drill, burst: Burst, drill_lab: DrillLab, store: Store, fault_at: float) -> Result:
@@ -652,7 +668,7 @@ async def _settled(drill: Drill, burst: Burst, drill_lab: DrillLab, store: Store
 # -- the table -------------------------------------------------------------------------------
 
 COLUMNS = ("drill", "calls", "answered", "abandoned listed", "AML kept", "cards", "redialled", "lost",
-           "degraded s", "recover s")  # fmt: skip
+           "degraded s", "recover s", "pop gap s")  # fmt: skip
 
 
 def _cells(result: Result) -> list[str]:
@@ -660,6 +676,7 @@ def _cells(result: Result) -> list[str]:
         result.drill, str(result.calls), str(result.answered), f"{result.abandoned_listed}/{result.abandoned}",
         f"{result.aml_kept}/{result.aml_accepted}", f"{result.cards}/{result.answered}", str(result.redialled),
         str(result.lost), f"{result.degraded_s:.1f}", "-" if result.recover_s is None else f"{result.recover_s:.1f}",
+        f"{result.pop_gap_s:.1f}",
     ]  # fmt: skip
 
 
