@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import itertools
 import json
@@ -55,6 +56,7 @@ SEATS_PER_SITE = 16  # answering desks per site (each one call at a time)
 TALK_MS = 2000
 ABANDON_AFTER_MS = 300  # of ringing; the desks answer after 1000
 FAULT_AT, HEAL_AT = 1 / 3, 2 / 3  # of the burst
+CALLER_MEDIA_SLOTS = 100  # callers up at once, at most
 MAX_ATTEMPTS = 3  # a caller whose call went dead redials at most twice
 SETTLE_S = 20.0  # after the last call: how long cards, callback entries and AML may take to show
 # a position in each site's district: a call into the other site with it is routed to this one
@@ -332,6 +334,10 @@ class Burst:
         self.planned = plan_calls(load, drill_number)
         self.calls = [call for _, call in self.planned]
         self.started = 0.0
+        # media ports of the callers' sipp: one range for the burst, slots reused as calls end (a range per
+        # call would scatter small ranges until the next drill's Asterisk finds no 400 free ports in a row)
+        first = free_rtp_base(CALLER_MEDIA_SLOTS * 10)
+        self.media = collections.deque(range(first, first + CALLER_MEDIA_SLOTS * 10, 10))
 
     async def run(self) -> None:
         self.started = time.time()
@@ -357,12 +363,13 @@ class Burst:
         scenario = {"plain": "carrier_112.xml", "pidf": "carrier_112_pidf.xml", "abandon": "carrier_112_abandon.xml"}
         folder = self.lab.work / "calls" / f"{call.number.lstrip('+')}-{len(call.attempts)}"
         folder.mkdir(parents=True)
+        media = self.media.popleft()
         args = [
             "sipp", f"{LOOPBACK}:{self.lab.verbund.site(site).values.sip_port}",
             "-sf", str(lab.SIPP_DIR / scenario[call.kind]), "-i", lab.CARRIER_ADDRESS,
             "-p", str(lab._free_carrier_port()), "-m", "1", "-key", "caller", call.number, "-key", "uui", "00",
             "-d", str(ABANDON_AFTER_MS if call.kind == "abandon" else TALK_MS),
-            "-timeout", "90s", "-timeout_error", "-nostdin", "-nd", "-mp", str(free_rtp_base(10)),
+            "-timeout", "90s", "-timeout_error", "-nostdin", "-nd", "-mp", str(media),
             "-trace_rtt", "-rtt_freq", "1",  # a line in *_rtt.csv: the 200 OK came (rtd on that recv)
         ]  # fmt: skip
         if call.kind == "pidf":
@@ -380,6 +387,7 @@ class Burst:
                 raise
         finally:
             self.lab.up[site].pop(process, None)
+            self.media.append(media)
         attempt.ended = time.time()
         attempt.answered = any(path.read_text().count("\n") > 1 for path in folder.glob("*_rtt.csv"))
         return attempt
