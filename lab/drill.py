@@ -14,9 +14,9 @@ missed watchdog ping, as systemd in production) so that a drill can kill them), 
   intake while they ring (a fix that got a 2xx must be readable afterwards);
 - the desks: one sipp UAS per site answers every queue member (bench-d1..N) after 1 s of ringing;
   one WebSocket per seat and site collects the cards, reconnecting as the dispatcher page does;
-- the carrier: a call whose site went dead before it was answered is redialled at once to a site
-  the carrier still reaches (NotrufV § 5), and from the fault on a dead site's share goes to the
-  other site until it is healed;
+- the carrier: from the fault on, a dead site's share goes to the other site until it is healed
+  (NotrufV § 5), and a caller whose line went dead with the site (or who got no answer) redials at
+  once, to a site the carrier still reaches;
 - the fault at a third of the burst, the heal at two thirds; the time to recover is from the heal
   (for a fault that heals itself, from the fault) until the drill's check says the part is back.
 
