@@ -1,5 +1,5 @@
 # Shortcuts for the scripts in scripts/ (which work without make, too).
-.PHONY: demo test down lint clean bench
+.PHONY: demo test down lint clean bench drill
 
 demo:            ## bring up the lab and place demo 112 calls
 	scripts/demo
@@ -15,3 +15,5 @@ clean:           ## stop the lab, delete it (cached root filesystem too) and the
 	rm -rf .venv
 bench:           ## routing benchmarks (decision, FastAGI, calls/s plain vs routed)
 	scripts/bench
+drill:           ## fault drills under load (full size), prints the table; lost must be 0
+	scripts/drill

@@ -295,7 +295,10 @@ def start_verbund(
         desk_tokens={
             seat: secrets.token_urlsafe(24)
             for site in sites.values()
-            for seat in [*site.values.dispatchers, *(["bench-desk"] if bench else [])]
+            for seat in [
+                *site.values.dispatchers, *(["bench-desk"] if bench else []),
+                *(f"bench-d{i}" for i in range(1, site.values.bench_desks + 1)),  # the bench desks' screens
+            ]
         },
         rules_file=lab_rules(directory / instance / "rules"),
         certificates=certificates,

@@ -1,0 +1,720 @@
+"""Fault drills: a burst of 112 calls into both sites while one part of the Verbund fails.
+
+`scripts/drill` (or `make drill`, `python -m lab.drill`) runs every drill at full size (2 calls/s
+into each site for 60 s) and prints a table; `--size ci` is the trimmed load the integration tests
+use (tests/integration/test_drills.py), `--only NAME` runs one drill.
+
+Each drill starts a lab Verbund of its own (fresh Redis, both Asterisk sites with answering desks,
+both services under the lab's supervisor (lab/supervisor.py: restart on exit, kill and restart on a
+missed watchdog ping, as systemd in production) so that a drill can kill them), then:
+
+- the load: every call has its own caller number; a fifth carry a PIDF-LO position in the other
+  site's district (routed to the partner: its card must show what the entry site knew), a fifth
+  hang up while they wait (they must reach the callback list), a third get an AML fix posted to an
+  intake while they ring (a fix that got a 2xx must be readable afterwards);
+- the desks: one sipp UAS per site answers every queue member (bench-d1..N) after 1 s of ringing;
+  one WebSocket per seat and site collects the cards, reconnecting as the dispatcher page does;
+- the carrier: from the fault on, a dead site's share goes to the other site until it is healed
+  (NotrufV § 5), and a caller whose line went dead with the site (or who got no answer) redials at
+  once, to a site the carrier still reaches;
+- the fault at a third of the burst, the heal at two thirds; the time to recover is from the heal
+  (for a fault that heals itself, from the fault) until the drill's check says the part is back.
+
+The accounting, per call: answered by a desk (its card arrived; at the partner with the entry
+site's routing and position) or on the callback list, exactly once; every AML fix answered 2xx in
+the AML trail. "lost" is the sum of the misses, and must be 0. "degraded" is the time from the fault
+to the first call after the last impaired one (impaired: a miss, a redial, or a card without the
+entry site's routing), 0 when no call was impaired.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import prometheus_client as prom
+
+from lab import lab
+from lab.processes import LOOPBACK, AsteriskSite, LabError, free_rtp_base, stop_process
+from verbund112.store import RedisSettings, Store
+
+SEATS_PER_SITE = 16  # answering desks per site (each one call at a time)
+TALK_MS = 2000
+ABANDON_AFTER_MS = 300  # of ringing; the desks answer after 1000
+FAULT_AT, HEAL_AT = 1 / 3, 2 / 3  # of the burst
+CALLER_MEDIA_SLOTS = 100  # callers up at once, at most
+MAX_ATTEMPTS = 3  # a caller whose call went dead redials at most twice
+SETTLE_S = 20.0  # after the last call: how long cards, callback entries and AML may take to show
+# a position in each site's district: a call into the other site with it is routed to this one
+POSITIONS = {"jena": (50.9279, 11.5891), "gera": (50.8806, 12.0824)}
+HTTP = aiohttp.ClientTimeout(total=3)
+
+
+@dataclass(frozen=True)
+class Load:
+    rate: float  # calls per second into each site
+    seconds: float
+
+    @property
+    def calls_per_site(self) -> int:
+        return round(self.rate * self.seconds)
+
+
+SIZES = {"full": Load(rate=2.0, seconds=60), "ci": Load(rate=2.0, seconds=8)}
+
+
+def other(site: str) -> str:
+    return next(name for name in lab.SITES if name != site)
+
+
+# -- the calls -------------------------------------------------------------------------------
+
+
+@dataclass
+class Attempt:
+    site: str
+    started: float
+    ended: float = 0.0
+    exit_code: int | None = None
+    answered: bool = False  # the carrier saw the 200 OK
+    cut_by_fault: bool = False  # the carrier lost the site while this attempt was up
+
+
+@dataclass
+class AmlDelivery:
+    lat: float
+    lon: float
+    site: str = ""
+    accepted: bool = False  # got a 2xx from an intake
+
+
+@dataclass
+class Call:
+    number: str
+    home: str  # the site the network sends this caller to
+    kind: str  # "plain", "pidf" (a position in the partner's district) or "abandon"
+    aml: AmlDelivery | None
+    attempts: list[Attempt] = field(default_factory=list)
+
+    @property
+    def entered(self) -> float:
+        return self.attempts[0].started if self.attempts else 0.0
+
+    @property
+    def answered(self) -> bool:
+        return any(attempt.answered for attempt in self.attempts)
+
+    @property
+    def redialled(self) -> bool:
+        return len(self.attempts) > 1
+
+
+def plan_calls(load: Load, drill_number: int) -> list[tuple[float, Call]]:
+    """When each call starts (seconds into the burst) and what it is; each with its own number."""
+    planned = []
+    for index, site in itertools.product(range(load.calls_per_site), lab.SITES):
+        digit = lab.SITES.index(site) + 1
+        number = f"+49151{drill_number:02d}{digit}{index:04d}"
+        kind = ("plain", "pidf", "plain", "abandon", "plain")[index % 5]
+        aml = None
+        if index % 3 == 0 and kind != "abandon":
+            lat, lon = POSITIONS[site]
+            aml = AmlDelivery(lat=round(lat + index * 1e-5, 6), lon=round(lon + digit * 1e-5, 6))
+        offset = index / load.rate + (0.5 / load.rate if site == "gera" else 0.0)
+        planned.append((offset, Call(number, site, kind, aml)))
+    return sorted(planned, key=lambda item: item[0])
+
+
+# -- the lab of one drill ------------------------------------------------------------------
+
+
+class Screens:
+    """One WebSocket per answering seat and site, collecting the cards; reconnects like the page."""
+
+    def __init__(self, verbund: lab.Verbund, seats: list[str]) -> None:
+        self.verbund = verbund
+        self.seats = seats
+        self.cards: list[dict[str, Any]] = []
+        self.connected: set[tuple[str, str]] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self, client: aiohttp.ClientSession) -> None:
+        for site, seat in itertools.product(lab.SITES, self.seats):
+            self._tasks.append(asyncio.create_task(self._follow(client, site, seat)))
+
+    async def _follow(self, client: aiohttp.ClientSession, site: str, seat: str) -> None:
+        url = f"http://{LOOPBACK}:{self.verbund.ports[site].web}/ws/v1/dispatchers/{seat}"
+        headers = {"Authorization": f"Bearer {self.verbund.desk_tokens[seat]}"}
+        while True:
+            try:
+                async with client.ws_connect(url, headers=headers, heartbeat=5) as socket:
+                    async for message in socket:
+                        if message.type != aiohttp.WSMsgType.TEXT:
+                            continue
+                        data = json.loads(message.data)
+                        if data.get("type") == "hello":
+                            self.connected.add((site, seat))
+                        elif data.get("type") == "card":
+                            self.cards.append(data | {"received_at": time.time()})
+            except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
+                pass
+            self.connected.discard((site, seat))
+            await asyncio.sleep(0.5)  # the service is away: try again, as the dispatcher page does
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class DrillLab:
+    """A lab Verbund with both services supervised, answering desks, screens and the carrier."""
+
+    def __init__(self, verbund: lab.Verbund, work: Path, log: Callable[[str], None]) -> None:
+        self.verbund = verbund
+        self.work = work
+        self.log = log
+        self.services: dict[str, lab.SupervisedService] = {}
+        self.desks: dict[str, subprocess.Popen[bytes]] = {}
+        self.screens = Screens(verbund, [f"bench-d{i}" for i in range(1, SEATS_PER_SITE + 1)])
+        self.unreachable: set[str] = set()  # sites the carrier no longer reaches
+        self.up: dict[str, dict[asyncio.subprocess.Process, Attempt]] = {site: {} for site in lab.SITES}
+        self.client: aiohttp.ClientSession | None = None
+        self.before: dict[str, Any] = {}  # what a fault noted for its recovery check
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def started(cls, name: str, log: Callable[[str], None]) -> AsyncIterator[DrillLab]:
+        verbund = await asyncio.to_thread(
+            lab.start_verbund, f"drill-{name}-{os.getpid()}", log=log, bench=True,
+            bench_desks=dict.fromkeys(lab.SITES, SEATS_PER_SITE),
+        )  # fmt: skip
+        work = lab.lab_dir() / verbund.instance
+        work.mkdir(parents=True, exist_ok=True)
+        drill_lab = cls(verbund, work, log)
+        try:
+            async with aiohttp.ClientSession(timeout=HTTP) as client:
+                drill_lab.client = client
+                for site in lab.SITES:
+                    drill_lab.desks[site] = drill_desk(verbund.site(site), work)
+                    await drill_lab.start_service(site)
+                drill_lab.screens.start(client)
+                try:
+                    await drill_lab.wait_for(drill_lab.ready, 30, "services, partners and screens ready")
+                    yield drill_lab
+                finally:
+                    await drill_lab.screens.stop()
+        finally:
+            for service in drill_lab.services.values():
+                await asyncio.to_thread(service.stop)
+            for process in drill_lab.desks.values():
+                await asyncio.to_thread(stop_process, process.pid, 15)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(timeout=5)
+            await asyncio.to_thread(verbund.stop)
+
+    # -- parts a drill can break and mend --
+
+    async def start_service(self, site: str) -> None:
+        if (gone := self.services.get(site)) is not None:
+            await asyncio.to_thread(gone.stop)  # what is left of a lost site's supervisor, reaped
+        self.services[site] = await asyncio.to_thread(lab.start_supervised_service, self.verbund, site, self.work)
+
+    def service_pid(self, site: str) -> int:
+        pid = self.services[site].pid
+        if pid is None:
+            raise LabError(f"drill: no service of {site} runs")
+        return pid
+
+    def lose_service(self, site: str) -> None:
+        """The service's host is gone: its supervisor and the service die (kill -9), nothing restarts them."""
+        pid = self.service_pid(site)
+        os.kill(self.services[site].supervisor.pid, signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)
+
+    def kill_asterisk(self, site: str) -> None:
+        os.kill(self.verbund.site(site).pid, signal.SIGKILL)
+        self.verbund.site(site).process.wait(timeout=10)  # type: ignore[union-attr]
+
+    async def start_asterisk(self, site: str) -> None:
+        await asyncio.to_thread(self.verbund.site(site).start)
+
+    def cut_ami(self, site: str) -> str:
+        """Kill both ends of the service's AMI connection in the kernel (ss -K): a cut with a reset."""
+        port = self.verbund.site(site).values.ami_port
+        result = subprocess.run(
+            ["ss", "-K", "-t", "state", "established", f"( sport = :{port} or dport = :{port} )"],
+            capture_output=True, text=True, check=False, timeout=10,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise LabError(f"ss -K failed: {result.stderr.strip()}")
+        return result.stdout
+
+    async def carrier_loses(self, site: str) -> None:
+        """The network no longer reaches the site: its share goes to the other one, and the callers
+        whose calls were up there hear the line go dead (they redial; see Burst)."""
+        self.unreachable.add(site)
+        for process, attempt in list(self.up[site].items()):
+            attempt.cut_by_fault = True
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+
+    def carrier_reaches(self, site: str) -> None:
+        self.unreachable.discard(site)
+
+    def route(self, home: str) -> str:
+        """The site the carrier sends a call to now."""
+        return other(home) if home in self.unreachable else home
+
+    # -- what the drill reads --
+
+    async def status(self, site: str) -> dict[str, Any] | None:
+        assert self.client is not None
+        url = f"http://{LOOPBACK}:{self.verbund.ports[site].web}/api/v1/status"
+        try:
+            async with self.client.get(url, headers={"Authorization": f"Bearer {self.verbund.read_token}"}) as answer:
+                return dict(await answer.json()) if answer.status == 200 else None
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
+            return None
+
+    async def serving(self, site: str) -> bool:
+        """The site's service has AMI and sees its partner reporting."""
+        status = await self.status(site)
+        return bool(status and status["ami"]["connected"] and status["partner"]["reporting"])
+
+    async def ready(self) -> bool:
+        served = all([await self.serving(site) for site in lab.SITES])
+        return served and len(self.screens.connected) == len(lab.SITES) * len(self.screens.seats)
+
+    async def wait_for(self, check: Callable[[], Awaitable[bool]], within: float, what: str) -> float:
+        """Poll until check() holds; returns the seconds it took."""
+        started = time.monotonic()
+        while not await check():
+            if time.monotonic() - started > within:
+                raise LabError(f"drill: not within {within} s: {what}")
+            await asyncio.sleep(0.1)
+        return time.monotonic() - started
+
+
+def drill_desk(site: AsteriskSite, work: Path) -> subprocess.Popen[bytes]:
+    """The site's answering desks: one sipp UAS behind every bench-dN queue member."""
+    assert site.values.bench_desk_uri is not None
+    port = site.values.bench_desk_uri.rsplit(":", 1)[1]
+    args = [
+        "sipp", "-sf", str(lab.SIPP_DIR / "drill_desk.xml"), "-i", lab.BENCH_DESK_ADDRESS, "-p", port,
+        "-nostdin", "-nd", "-mp", str(free_rtp_base(10)), f"{LOOPBACK}:{site.values.sip_port}",
+    ]  # fmt: skip
+    with (work / f"{site.values.name}-drill-desk.log").open("wb") as log_file:
+        return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log_file, cwd=work, start_new_session=True)
+
+
+# -- the load --------------------------------------------------------------------------------
+
+
+class Burst:
+    """Places the planned calls as the carrier would, redials dead ones, posts the AML."""
+
+    def __init__(self, drill_lab: DrillLab, load: Load, drill_number: int) -> None:
+        self.lab = drill_lab
+        self.load = load
+        self.planned = plan_calls(load, drill_number)
+        self.calls = [call for _, call in self.planned]
+        self.started = 0.0
+        # media ports of the callers' sipp: one range for the burst, slots reused as calls end (a range per
+        # call would scatter small ranges until the next drill's Asterisk finds no 400 free ports in a row)
+        first = free_rtp_base(CALLER_MEDIA_SLOTS * 10)
+        self.media = collections.deque(range(first, first + CALLER_MEDIA_SLOTS * 10, 10))
+
+    async def run(self) -> None:
+        self.started = time.time()
+        tasks = []
+        for offset, call in self.planned:
+            await asyncio.sleep(max(0.0, self.started + offset - time.time()))
+            tasks.append(asyncio.create_task(self._call(call)))
+        await asyncio.gather(*tasks)
+
+    async def _call(self, call: Call) -> None:
+        if call.aml is not None:
+            aml = asyncio.create_task(self._post_aml(call))
+        while len(call.attempts) < MAX_ATTEMPTS:
+            attempt = await self._attempt(call, self.lab.route(call.home))
+            if attempt.answered or (attempt.exit_code == 0 and not attempt.cut_by_fault):
+                break
+        if call.aml is not None:
+            await aml
+
+    async def _attempt(self, call: Call, site: str) -> Attempt:
+        attempt = Attempt(site=site, started=time.time())
+        call.attempts.append(attempt)
+        scenario = {"plain": "carrier_112.xml", "pidf": "carrier_112_pidf.xml", "abandon": "carrier_112_abandon.xml"}
+        folder = self.lab.work / "calls" / f"{call.number.lstrip('+')}-{len(call.attempts)}"
+        folder.mkdir(parents=True)
+        media = self.media.popleft()
+        args = [
+            "sipp", f"{LOOPBACK}:{self.lab.verbund.site(site).values.sip_port}",
+            "-sf", str(lab.SIPP_DIR / scenario[call.kind]), "-i", lab.CARRIER_ADDRESS,
+            "-p", str(lab._free_carrier_port()), "-m", "1", "-key", "caller", call.number, "-key", "uui", "00",
+            "-d", str(ABANDON_AFTER_MS if call.kind == "abandon" else TALK_MS),
+            "-timeout", "90s", "-timeout_error", "-nostdin", "-nd", "-mp", str(media),
+            "-trace_rtt", "-rtt_freq", "1",  # a line in *_rtt.csv: the 200 OK came (rtd on that recv)
+        ]  # fmt: skip
+        if call.kind == "pidf":
+            args += ["-key", "shape", lab.pidf_circle(*POSITIONS[other(call.home)], 30)]
+        process = await asyncio.create_subprocess_exec(
+            *args, cwd=folder, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+        )
+        self.lab.up[site][process] = attempt
+        try:
+            attempt.exit_code = await asyncio.wait_for(process.wait(), 120)
+        except (TimeoutError, asyncio.CancelledError):
+            process.kill()
+            attempt.exit_code = await process.wait()
+            if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                raise
+        finally:
+            self.lab.up[site].pop(process, None)
+            self.media.append(media)
+        attempt.ended = time.time()
+        attempt.answered = any(path.read_text().count("\n") > 1 for path in folder.glob("*_rtt.csv"))
+        return attempt
+
+    async def _post_aml(self, call: Call) -> None:
+        """The handset's AML reaches an intake while the call rings; the gateway tries the other site on failure."""
+        assert call.aml is not None and self.lab.client is not None
+        await asyncio.sleep(0.3)
+        for site in (self.lab.route(call.home), other(self.lab.route(call.home))):
+            now_ms = str(int(time.time() * 1000))
+            form = {"location_latitude": str(call.aml.lat), "location_longitude": str(call.aml.lon),
+                    "location_accuracy": "15", "location_source": "gps", "time": now_ms, "location_time": now_ms,
+                    "device_number": call.number}  # fmt: skip
+            url = f"http://{LOOPBACK}:{self.lab.verbund.ports[site].web}/aml/v1/https"
+            call.aml.site = site
+            with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+                headers = {"Authorization": f"Bearer {self.lab.verbund.aml_token}"}
+                async with self.lab.client.post(url, data=form, headers=headers) as answer:
+                    if 200 <= answer.status < 300:
+                        call.aml.accepted = True
+                        return
+
+
+# -- the accounting --------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    drill: str
+    calls: int = 0
+    answered: int = 0
+    abandoned: int = 0  # callers who hung up while waiting
+    abandoned_listed: int = 0
+    aml_accepted: int = 0
+    aml_kept: int = 0
+    cards: int = 0
+    redialled: int = 0
+    lost: int = 0
+    degraded_s: float = 0.0
+    pop_gap_s: float = 0.0  # the longest time a site's screens got no card, from the fault on
+    recover_s: float | None = None
+    misses: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    observed: dict[str, Any] = field(default_factory=dict)  # what the fault and the recovery check noted
+
+
+async def account(name: str, calls: list[Call], cards: list[dict[str, Any]], store: Store, fault_at: float) -> Result:
+    """Each call answered with a card, or on the callback list, exactly once; each accepted AML fix kept."""
+    result = Result(drill=name, calls=len(calls))
+    listed: dict[str, int] = {}
+    for entry in await store.abandoned_calls():
+        listed[entry.caller] = listed.get(entry.caller, 0) + 1
+    card_of: dict[str, dict[str, Any]] = {}
+    for shown in cards:
+        card_of.setdefault(shown["caller"], shown)
+    impaired: set[str] = set()
+
+    def miss(call: Call, why: str) -> None:
+        result.misses.append(f"{call.number} ({call.kind}, {call.home}): {why}")
+        impaired.add(call.number)
+
+    for call in calls:
+        result.redialled += call.redialled
+        if call.redialled:
+            impaired.add(call.number)
+        card = card_of.get(call.number)
+        if call.answered or card is not None:
+            result.answered += 1
+            await _check_answered(
+                call,
+                card,
+                times_listed=listed.get(call.number, 0),
+                store=store,
+                result=result,
+                miss=miss,
+                impaired=impaired,
+            )
+        elif call.kind == "abandon" and call.attempts and call.attempts[-1].exit_code == 0:
+            result.abandoned += 1
+            if listed.get(call.number, 0) == 1:
+                result.abandoned_listed += 1
+            else:
+                miss(call, f"abandoned, on the callback list {listed.get(call.number, 0)}x")
+        else:
+            miss(call, f"neither answered nor abandoned (sipp exit {[a.exit_code for a in call.attempts]})")
+        if call.aml is not None and call.aml.accepted:
+            result.aml_accepted += 1
+            trail = await store.aml_trail(call.number)
+            if any(abs(fix.lat - call.aml.lat) < 1e-7 and abs(fix.lon - call.aml.lon) < 1e-7 for fix in trail):
+                result.aml_kept += 1
+            else:
+                miss(call, f"AML accepted at {call.aml.site}, not in the trail")
+    result.lost = len(result.misses)
+    result.notes = [f"impaired: {sorted(impaired)}"] if impaired else []
+    result.degraded_s = _degraded(calls, impaired, fault_at)
+    return result
+
+
+async def _check_answered(
+    call: Call,
+    card: dict[str, Any] | None,
+    *,
+    times_listed: int,
+    store: Store,
+    result: Result,
+    miss: Callable[[Call, str], None],
+    impaired: set[str],
+) -> None:
+    """An answered call is not on the callback list and its dispatcher got a card showing what the entry
+    site knew: its routing and the caller's PIDF-LO position (unless the entry site did not route it)."""
+    if times_listed:
+        miss(call, f"answered, yet on the callback list {times_listed}x")
+    if card is None:
+        miss(call, "answered, no card")
+        return
+    result.cards += 1
+    if await store.load_call(card["call_id"]) is None:  # not routed (FastAGI fallback): nothing known at entry
+        impaired.add(call.number)
+    elif card.get("routing") is None:
+        miss(call, f"card at {card['answered_site']} without the entry site's routing")
+    elif call.kind == "pidf" and not any(loc.get("source") == "pidf" for loc in card.get("locations", [])):
+        miss(call, f"card at {card['answered_site']} without the caller's PIDF-LO position")
+
+
+def _degraded(calls: list[Call], impaired: set[str], fault_at: float) -> float:
+    """From the fault to the first call that entered after the last impaired one (0: none was impaired)."""
+    if not impaired:
+        return 0.0
+    entries = sorted((call.entered, call.number in impaired) for call in calls)
+    last_impaired = max(entered for entered, bad in entries if bad)
+    after = [entered for entered, _ in entries if entered > last_impaired]
+    return max(0.0, (after[0] if after else entries[-1][0]) - fault_at)
+
+
+# -- the drills ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Drill:
+    name: str
+    what: str
+    fault: Callable[[DrillLab], Awaitable[None]]
+    heal: Callable[[DrillLab], Awaitable[None]] | None  # None: the Verbund heals this fault itself
+    recovered: Callable[[DrillLab], Awaitable[bool]]  # polled after the heal (after the fault, if heal is None)
+
+
+async def _nothing(_: DrillLab) -> None:
+    return None
+
+
+async def _both_serving(drill_lab: DrillLab) -> bool:
+    return all([await drill_lab.serving(site) for site in lab.SITES])
+
+
+async def _cut_jena_ami(drill_lab: DrillLab) -> None:
+    status = await drill_lab.status("jena")
+    drill_lab.before["ami_connections"] = status["ami"]["connections"] if status else 0
+    cut = drill_lab.cut_ami("jena")
+    drill_lab.log(f"  AMI of jena cut: {len(cut.splitlines()) - 1} socket(s) killed")
+
+
+async def _ami_back(drill_lab: DrillLab) -> bool:
+    """Jena's service made a new AMI connection (and both still see each other)."""
+    status = await drill_lab.status("jena")
+    again = bool(status and status["ami"]["connections"] > drill_lab.before["ami_connections"])
+    return again and await _both_serving(drill_lab)
+
+
+async def _kill_jena_service(drill_lab: DrillLab) -> None:
+    drill_lab.before["pid"] = pid = drill_lab.service_pid("jena")
+    os.kill(pid, signal.SIGKILL)
+
+
+async def _hang_jena_service(drill_lab: DrillLab) -> None:
+    drill_lab.before["pid"] = pid = drill_lab.service_pid("jena")
+    drill_lab.before["gera_saw_jena_gone"] = False
+    os.kill(pid, signal.SIGSTOP)  # the supervisor's watchdog kills it (SIGKILL ends a stopped process too)
+
+
+async def _jena_restarted(drill_lab: DrillLab) -> bool:
+    """A new service process of Jena is ready and both sites see each other again; on the way, notes
+    whether Gera saw Jena gone (it must stop sending Jena calls then)."""
+    gera = await drill_lab.status("gera")
+    if gera is not None and not gera["partner"]["reporting"]:
+        drill_lab.before["gera_saw_jena_gone"] = True
+    events = drill_lab.services["jena"].events.read()
+    restarted = any(e["event"] == "ready" and e["pid"] != drill_lab.before["pid"] for e in events)
+    return restarted and await _both_serving(drill_lab)
+
+
+async def _lose_gera(drill_lab: DrillLab) -> None:
+    """Gera's Asterisk and service die at once (kill -9); the carrier reroutes Gera's calls to Jena."""
+    drill_lab.lose_service("gera")
+    drill_lab.kill_asterisk("gera")
+    await drill_lab.carrier_loses("gera")
+
+
+async def _bring_back_gera(drill_lab: DrillLab) -> None:
+    await drill_lab.start_asterisk("gera")
+    await drill_lab.start_service("gera")
+    drill_lab.carrier_reaches("gera")
+
+
+DRILLS = [
+    Drill("baseline", "no fault: proves the accounting", _nothing, None, _both_serving),
+    Drill(
+        "2-jena-killed", "Jena's service kill -9; its supervisor restarts it", _kill_jena_service, None, _jena_restarted
+    ),
+    Drill(
+        "3-jena-hung",
+        "Jena's service kill -STOP; FastAGI falls back, the watchdog restarts it",
+        _hang_jena_service,
+        None,
+        _jena_restarted,
+    ),
+    Drill("4-ami-cut", "Jena's AMI connection cut (ss -K, both ends reset)", _cut_jena_ami, None, _ami_back),
+    Drill(
+        "5-gera-lost",
+        "Gera's Asterisk and service kill -9; carrier reroutes to Jena",
+        _lose_gera,
+        _bring_back_gera,
+        _both_serving,
+    ),
+]
+
+
+async def run_drill(drill: Drill, load: Load, log: Callable[[str], None] = print) -> Result:
+    number = DRILLS.index(drill) + 1 if drill in DRILLS else 99
+    log(f"drill {drill.name}: {drill.what}; {load.calls_per_site} calls per site at {load.rate:g}/s")
+    began = time.monotonic()
+    async with DrillLab.started(drill.name, log) as drill_lab:
+        # the store as the services reach it (a plain Redis or through the sentinels)
+        redis = RedisSettings(**drill_lab.verbund.service_settings("jena")["redis"] | {"timeout": 2.0})
+        store = Store(redis, prom.CollectorRegistry())
+        burst = Burst(drill_lab, load, number)
+        running = asyncio.create_task(burst.run())
+        try:
+            await asyncio.sleep(load.seconds * FAULT_AT)
+            fault_at = time.time()
+            await drill.fault(drill_lab)
+            if drill.heal is not None:
+                await asyncio.sleep(max(0.0, fault_at + load.seconds * (HEAL_AT - FAULT_AT) - time.time()))
+                await drill.heal(drill_lab)
+            healed_at = time.time() if drill.heal is not None else fault_at
+            await drill_lab.wait_for(lambda: drill.recovered(drill_lab), 60, f"{drill.name}: recovered")
+            recover_s = time.time() - healed_at
+            await running
+            result = await _settled(drill, burst, drill_lab, store, fault_at)
+            result.recover_s = recover_s if drill.fault is not _nothing else None
+            result.observed = dict(drill_lab.before)
+            result.pop_gap_s = pop_gap(drill_lab.screens.cards, fault_at, burst.calls)
+        finally:
+            running.cancel()  # the calls still up when the drill failed or was stopped: their sipp is killed
+            await asyncio.gather(running, return_exceptions=True)
+            await store.close()
+    log(f"  {_row(result)} (drill took {time.monotonic() - began:.0f} s)")
+    for line in [*result.misses, *result.notes]:
+        log(f"    {line}")
+    return result
+
+
+def pop_gap(cards: list[dict[str, Any]], fault_at: float, calls: list[Call]) -> float:
+    """The longest time a site's screens got no card, from the fault to the last answer of the burst
+    (under the steady load of 2 calls/s per site a card comes every few tenths of a second)."""
+    last_answer = max((a.ended for call in calls for a in call.attempts if a.answered), default=fault_at)
+    gaps = []
+    for site in lab.SITES:
+        arrivals = sorted(
+            card["received_at"] for card in cards
+            if card["answered_site"] == site and fault_at <= card["received_at"] <= last_answer
+        )  # fmt: skip
+        gaps += [later - earlier for earlier, later in itertools.pairwise([fault_at, *arrivals])]
+    return max(gaps, default=0.0)
+
+
+async def _settled(drill: Drill, burst: Burst, drill_lab: DrillLab, store: Store, fault_at: float) -> Result:
+    """The accounting, once it stops improving: cards, callback entries and AML may trail the calls."""
+    deadline = time.monotonic() + SETTLE_S
+    while True:
+        result = await account(drill.name, burst.calls, drill_lab.screens.cards, store, fault_at)
+        if result.lost == 0 or time.monotonic() > deadline:
+            return result
+        await asyncio.sleep(0.5)
+
+
+# -- the table -------------------------------------------------------------------------------
+
+COLUMNS = ("drill", "calls", "answered", "abandoned listed", "AML kept", "cards", "redialled", "lost",
+           "degraded s", "recover s", "pop gap s")  # fmt: skip
+
+
+def _cells(result: Result) -> list[str]:
+    return [
+        result.drill, str(result.calls), str(result.answered), f"{result.abandoned_listed}/{result.abandoned}",
+        f"{result.aml_kept}/{result.aml_accepted}", f"{result.cards}/{result.answered}", str(result.redialled),
+        str(result.lost), f"{result.degraded_s:.1f}", "-" if result.recover_s is None else f"{result.recover_s:.1f}",
+        f"{result.pop_gap_s:.1f}",
+    ]  # fmt: skip
+
+
+def _row(result: Result) -> str:
+    return "  ".join(f"{name}={cell}" for name, cell in zip(COLUMNS, _cells(result), strict=True))
+
+
+def table(results: list[Result]) -> str:
+    rows = [list(COLUMNS), *(_cells(result) for result in results)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    return "\n".join("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)) for row in rows)
+
+
+async def _run_all(drills: list[Drill], load: Load) -> list[Result]:
+    # SIGTERM (a timeout, scripts/down) cancels the drill, so that its lab is stopped and cleaned up
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)  # type: ignore[union-attr]
+    return [await run_drill(drill, load) for drill in drills]
+
+
+def main(argv: list[str] | None = None) -> int:
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=sorted(SIZES), default="full")
+    parser.add_argument("--only", choices=[drill.name for drill in DRILLS], action="append")
+    args = parser.parse_args(argv)
+    chosen = [drill for drill in DRILLS if not args.only or drill.name in args.only]
+    results = asyncio.run(_run_all(chosen, SIZES[args.size]))
+    print(table(results))
+    return 0 if all(result.lost == 0 for result in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

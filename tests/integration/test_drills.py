@@ -1,0 +1,98 @@
+"""The fault drills (lab/drill.py) at CI size: each one a burst of calls into both sites while a fault
+hits, against a lab of its own. Asserted: the counts and nothing lost; the timings are printed only.
+
+Each drill runs once (the first test that needs it); its two tests read the same result: every call
+reached a human or the callback list and every accepted AML fix was kept, and every answered call's
+dispatcher got its card.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from lab import drill
+
+pytestmark = pytest.mark.lab
+LOAD = drill.SIZES["ci"]
+_results: dict[str, drill.Result] = {}
+
+# Found by drills 2 and 3, not fixed yet: a call a dispatcher of Jena answers while Jena's service is
+# dead or hung gets no card, because the restarted service only builds cards from the AgentConnect
+# events it sees itself and does not look for calls already connected when it (re)connects to AMI.
+NO_CARD_AFTER_RESTART = pytest.mark.xfail(
+    strict=True, reason="calls answered while the site's service was down get no card after its restart"
+)
+
+
+async def result_of(name: str) -> drill.Result:
+    if name not in _results:
+        _results[name] = await drill.run_drill(next(d for d in drill.DRILLS if d.name == name), LOAD)
+        print(f"\n{drill.table([_results[name]])}")  # the timings go into the report, never into an assertion
+    return _results[name]
+
+
+def assert_every_call_reached_a_human_or_the_callback_list(result: drill.Result) -> None:
+    call_misses = [miss for miss in result.misses if "card" not in miss]
+    assert call_misses == []
+    assert result.calls == 2 * LOAD.calls_per_site
+    assert result.answered + result.abandoned == result.calls  # every call one or the other, exactly once
+    assert result.abandoned_listed == result.abandoned > 0
+    assert result.aml_kept == result.aml_accepted > 0
+
+
+def assert_every_answered_call_got_its_card(result: drill.Result) -> None:
+    assert result.misses == []
+    assert result.cards == result.answered
+    assert result.lost == 0
+
+
+async def test_baseline_without_a_fault_every_call_reaches_a_human_or_the_callback_list() -> None:
+    result = await result_of("baseline")
+    assert_every_call_reached_a_human_or_the_callback_list(result)
+    assert result.redialled == 0
+    assert result.aml_accepted == sum(1 for _, call in drill.plan_calls(LOAD, 1) if call.aml is not None)
+
+
+async def test_baseline_without_a_fault_every_answered_call_gets_its_card() -> None:
+    assert_every_answered_call_got_its_card(await result_of("baseline"))
+
+
+async def test_drill2_jena_service_killed_every_call_reaches_a_human_or_the_callback_list() -> None:
+    result = await result_of("2-jena-killed")
+    assert_every_call_reached_a_human_or_the_callback_list(result)
+    assert result.redialled == 0  # the dialplan carries the calls while the service is away
+
+
+@NO_CARD_AFTER_RESTART
+async def test_drill2_jena_service_killed_every_answered_call_gets_its_card() -> None:
+    assert_every_answered_call_got_its_card(await result_of("2-jena-killed"))
+
+
+async def test_drill3_jena_service_hung_calls_fall_back_and_gera_stops_sending() -> None:
+    result = await result_of("3-jena-hung")
+    assert result.observed["gera_saw_jena_gone"]
+    assert_every_call_reached_a_human_or_the_callback_list(result)
+    assert result.redialled == 0  # FastAGI's deadline passed, the dialplan took the calls on
+
+
+@NO_CARD_AFTER_RESTART
+async def test_drill3_jena_service_hung_every_answered_call_gets_its_card() -> None:
+    assert_every_answered_call_got_its_card(await result_of("3-jena-hung"))
+
+
+async def test_drill4_jena_ami_cut_every_call_reaches_a_human_or_the_callback_list() -> None:
+    result = await result_of("4-ami-cut")
+    assert_every_call_reached_a_human_or_the_callback_list(result)
+    assert result.redialled == 0  # the calls themselves never notice an AMI cut
+
+
+async def test_drill4_jena_ami_cut_every_answered_call_gets_its_card() -> None:
+    assert_every_answered_call_got_its_card(await result_of("4-ami-cut"))
+
+
+async def test_drill5_gera_lost_jena_takes_every_call() -> None:
+    assert_every_call_reached_a_human_or_the_callback_list(await result_of("5-gera-lost"))
+
+
+async def test_drill5_gera_lost_every_answered_call_gets_its_card() -> None:
+    assert_every_answered_call_got_its_card(await result_of("5-gera-lost"))
