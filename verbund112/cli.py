@@ -13,10 +13,11 @@ import click
 import yaml
 from pydantic import ValidationError
 
-from verbund112 import asterisk_config
+from verbund112 import __version__, asterisk_config
 
 
 @click.group()
+@click.version_option(__version__, prog_name="verbund112", message="%(prog)s %(version)s")
 def main() -> None:
     """verbund112: 112 call handling for the Leitstellenverbund Ostthüringen."""
 

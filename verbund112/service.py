@@ -27,6 +27,7 @@ from routing.rules import Rules
 from telephony import dialplan, events
 from telephony.ami import AmiClient
 from telephony.fastagi import FastAgiServer, PeerPolicy
+from verbund112 import __version__
 from verbund112.features.abandoned_calls import AbandonedCalls
 from verbund112.features.aml_polls import AmlPull
 from verbund112.features.circling_callers import CirclingCallers
@@ -108,6 +109,7 @@ class Service:
         self.supervision = SupervisorView(mover=self.overflow, watch=self.partner, store=self.store,
                                           own_snapshot=self._own_snapshot,
                                           circling_alarm_after_s=settings.circling.alarm_after_s)  # fmt: skip
+        prom.Info("verbund112_build", "the running verbund112", registry=registry).info({"version": __version__})
         self.ami_events = prom.Counter("verbund112_ami_call_events", "typed AMI events", ["kind"], registry=registry)
         prom.Gauge("verbund112_ami_connected", "1 while logged in to AMI", registry=registry).set_function(
             lambda: 1.0 if self.ami.is_connected else 0.0
