@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import faulthandler
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -53,6 +54,30 @@ def serve(config_file: Path | None) -> None:
         await service.run()
 
     asyncio.run(run())
+
+
+@main.command("check-config")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="YAML settings file (default: VERBUND112_CONFIG); the environment counts too")  # fmt: skip
+@click.option("--site", "site_values", help="the Asterisk site values: a shipped site or a file (default: the "
+              "shipped values of the settings' site)")  # fmt: skip
+@click.option("--templates", "templates_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="folder of *.conf.j2 templates; default: the shipped ones")  # fmt: skip
+@click.option("--asterisk-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="the installed Asterisk configuration to compare (default: /etc/asterisk, if there)")  # fmt: skip
+def check_config(config_file: Path | None, site_values: str | None, templates_dir: Path | None,
+                 asterisk_dir: Path | None) -> None:  # fmt: skip
+    """Check the settings, the rules and the Asterisk configuration together: one file:line: what per problem."""
+    from verbund112.config_check import check
+
+    if config_file is None and os.environ.get("VERBUND112_CONFIG"):
+        config_file = Path(os.environ["VERBUND112_CONFIG"])
+    report = check(config_file, site_values=site_values, templates=templates_dir, asterisk_dir=asterisk_dir)
+    for problem in report.problems:
+        click.echo(str(problem))
+    if report.problems:
+        raise click.ClickException(f"{len(report.problems)} problem(s)")
+    click.echo(report.summary)
 
 
 @main.group()
