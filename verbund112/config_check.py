@@ -11,8 +11,10 @@ Every problem is one ``file:line: what``; YAML line numbers come from the nodes'
 from __future__ import annotations
 
 import difflib
+import hmac
 import ipaddress
 import os
+import re
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -175,6 +177,7 @@ def check(
     compared = ""
     if installed.is_dir() and files and not render_problems:
         problems += _installed_problems(files, installed)
+        problems += _secrets_agree(settings, site, installed)
         compared = f", {installed} as rendered"
     digest = f" ({rules.digest[:12]})" if rules else ""
     summary = (f"configuration valid: settings {config_file or '(defaults)'}, rules {rules_path}{digest}, "
@@ -319,3 +322,38 @@ def _installed_problems(files: dict[str, str], installed: Path) -> list[Problem]
             what = "differs from what asterisk-config render would write (see its --dry-run)"
             problems.append(Problem(str(target), first[1] + 1, what))
     return problems
+
+
+def _secrets_agree(settings: Settings, site: asterisk_config.SiteValues, installed: Path) -> list[Problem]:
+    """The service's secrets against the installed Asterisk's, compared in constant time and never printed."""
+    fastagi_secret = settings.fastagi.secret.get_secret_value() if settings.fastagi.secret else ""
+    expected = [
+        ("manager.conf", site.ami_username, settings.ami.secret.get_secret_value(), "ami.secret",
+         "the service cannot log in to AMI"),
+        (dialplan.FASTAGI_SECRET_FILE, "fastagi", fastagi_secret, "fastagi.secret",
+         "every FastAGI request is refused and calls take the dialplan's own route"),
+    ]  # fmt: skip
+    problems = []
+    for name, section, ours, setting, effect in expected:
+        found = _installed_secret(installed / name, section)
+        if found is not None and not hmac.compare_digest(found[0].encode(), ours.encode()):
+            problems.append(Problem(str(installed / name), found[1], f"the secret of [{section}] is not {setting} "
+                                                                      f"of the settings: {effect}"))  # fmt: skip
+    return problems
+
+
+def _installed_secret(path: Path, section: str) -> tuple[str, int] | None:
+    """The value and line of ``secret =`` in a section of an Asterisk configuration file (None: not there)."""
+    if not path.is_file():
+        return None
+    current = None
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        text = line.split(";", 1)[0].strip()  # secrets hold no ";" (asterisk_config.SiteSecrets)
+        if text.startswith("["):
+            current = text[1:].split("]", 1)[0]
+        elif current == section and (found := _SECRET.fullmatch(text)):
+            return found.group(1), number
+    return None
+
+
+_SECRET = re.compile(r"secret\s*=\s*(.*)")

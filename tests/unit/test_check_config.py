@@ -20,11 +20,13 @@ from verbund112.cli import main
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "deploy" / "examples"
 TEMPLATES = REPO / "asterisk-config" / "templates"
-SECRET = "fastagi-secret-0123456789"
+SECRET = secrets_env()["VERBUND112_FASTAGI_SECRET"]
+AMI_SECRET = secrets_env()["VERBUND112_AMI_SECRET"]
 
 
 def check(*args: str | Path, env: dict[str, str] | None = None) -> Result:
-    environment = {"VERBUND112_FASTAGI__SECRET": SECRET, "VERBUND112_CONFIG": None, **(env or {})}
+    environment = {"VERBUND112_FASTAGI__SECRET": SECRET, "VERBUND112_AMI__SECRET": AMI_SECRET,
+                   "VERBUND112_CONFIG": None, **(env or {})}  # fmt: skip
     return CliRunner().invoke(main, ["check-config", *map(str, args)], env=environment)
 
 
@@ -183,3 +185,20 @@ def test_an_installed_folder_that_is_not_what_render_would_write_is_named_at_the
         "(see its --dry-run)",
         f"{out / 'rtp.conf'}:0: missing: asterisk-config render would write it",
     ]
+
+
+def test_secrets_that_differ_from_the_installed_asterisks_are_named_without_their_values(tmp_path: Path) -> None:
+    out = tmp_path / "asterisk"
+    rendered = CliRunner().invoke(main, ["asterisk-config", "render", "--site", "jena", "--out", str(out),
+                                         "--owner", "root:root"], env=secrets_env())  # fmt: skip
+    assert rendered.exit_code == 0, rendered.output
+    wrong = {"VERBUND112_AMI__SECRET": "not-the-ami-secret", "VERBUND112_FASTAGI__SECRET": "not-the-fastagi-secret"}
+    result = check("--config", EXAMPLES / "jena.yaml", "--asterisk-dir", out, env=wrong)
+    manager, verbund112_conf = out / "manager.conf", out / "verbund112.conf"
+    assert problems(result) == [
+        f"{manager}:{line_of(manager, AMI_SECRET)}: the secret of [verbund112] is not ami.secret of the settings: "
+        "the service cannot log in to AMI",
+        f"{verbund112_conf}:{line_of(verbund112_conf, SECRET)}: the secret of [fastagi] is not fastagi.secret of the "
+        "settings: every FastAGI request is refused and calls take the dialplan's own route",
+    ]
+    assert all(secret not in result.output for secret in (AMI_SECRET, SECRET, *wrong.values()))
