@@ -14,8 +14,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from playwright.async_api import Browser
 
 from lab import lab
+from tests.integration.test_dispatch_page import browser  # noqa: F401 (the fixture)
 from verbund112.service import Service
 
 pytestmark = pytest.mark.lab
@@ -48,7 +50,10 @@ def same_metric(metrics: str) -> str:
 
 
 async def test_different_rules_at_the_two_sites_show_in_status_supervisor_view_and_metrics(
-    verbund: lab.Verbund, start_service, tmp_path: Path
+    verbund: lab.Verbund,
+    start_service,
+    tmp_path: Path,
+    browser: Browser,  # noqa: F811 (the fixture)
 ) -> None:
     rules_dir = tmp_path / "gera-rules"
     shutil.copytree(verbund.rules_file.parent, rules_dir)
@@ -75,6 +80,11 @@ async def test_different_rules_at_the_two_sites_show_in_status_supervisor_view_a
         assert same_metric(metrics) == "0.0"
         assert f'verbund112_rules_info{{digest="{own_digest}"}} 1.0' in metrics
 
+    page = await browser.new_page()
+    await page.goto(f"http://127.0.0.1:{jena.web_port}/supervisor?token={token}")
+    await page.wait_for_selector("#rules.differ[data-same='false']")
+    assert (await page.inner_text("#rules")).startswith("ACHTUNG: Die Leitstellen arbeiten mit unterschiedlichen")
+
     # Gera's admin loads Jena's rules: both sites see the same rules at the next heartbeat
     change = await gera.rules.change("test-admin", verbund.rules_file.read_text())
     assert change.applied and change.new_digest == jena_digest
@@ -84,3 +94,5 @@ async def test_different_rules_at_the_two_sites_show_in_status_supervisor_view_a
         assert same_metric(await get(own, "/metrics", token)) == "1.0"
         view = await get(own, "/api/v1/supervisor", token)
         assert view["rules"]["text"] == f"Beide Leitstellen arbeiten mit denselben Routing-Regeln ({jena_digest[:12]})."
+    await page.wait_for_selector("#rules[data-same='true']:not(.differ)", timeout=10000)
+    await page.close()
