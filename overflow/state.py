@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -84,6 +85,7 @@ class SiteSnapshot:
     desks: tuple[tuple[str, DeskState], ...]  # sorted by dispatcher
     arrivals: tuple[Arrival, ...] = ()
     circling: tuple[Circling, ...] = ()  # callers going round between the sites, longest first
+    rules_digest: str = ""  # sha256 of the routing rules in force ("": none loaded, or an older partner)
 
     def count(self, state: DeskState) -> int:
         return sum(1 for _, desk in self.desks if desk is state)
@@ -110,6 +112,7 @@ class SiteSnapshot:
             "arrivals": [{"call_id": a.call_id, "from_site": a.from_site, "at": a.at} for a in self.arrivals],
             "circling": [{"call_id": c.call_id, "entered_at": c.entered_at, "rounds": c.rounds,
                           "last_round_at": c.last_round_at} for c in self.circling],
+            "rules_digest": self.rules_digest,
         }  # fmt: skip
 
     @classmethod
@@ -134,7 +137,8 @@ class SiteSnapshot:
                 Circling(str(c["call_id"]), _finite(c["entered_at"]), int(c["rounds"]), _finite(c["last_round_at"]))
                 for c in data.get("circling", [])  # absent from an older partner's snapshot
             )
-            return cls(str(data["site"]), at, bool(data["ami_connected"]), waiting, desks, arrivals, circling)
+            return cls(str(data["site"]), at, bool(data["ami_connected"]), waiting, desks, arrivals, circling,
+                       _digest(data.get("rules_digest")))  # fmt: skip
         except SnapshotError:
             raise
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -143,6 +147,14 @@ class SiteSnapshot:
 
 def _waiting_json(w: Waiting) -> dict[str, Any]:
     return {"call_id": w.call_id, "since": w.since, "from_site": w.from_site, "moved": w.moved, "ringing": w.ringing}
+
+
+def _digest(value: Any) -> str:
+    # not a reason to distrust the whole report (the queue state is what the overflow needs): unknown
+    return value if isinstance(value, str) and _DIGEST.fullmatch(value) else ""
+
+
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 def _finite(value: Any) -> float:

@@ -39,6 +39,27 @@ def _waiting_json(w: Waiting, now: float) -> dict[str, Any]:
             "moved": w.moved, "ringing": w.ringing}  # fmt: skip
 
 
+def rules_json(
+    own_site: str, own_digest: str | None, partner_site: str, partner: SiteSnapshot | None
+) -> dict[str, Any]:
+    """Whether both centres route by the same rules: this site's digest against the partner's last report.
+
+    ``same`` is None while that cannot be known (no rules loaded, the partner not reporting, or a
+    partner too old to report its digest): unknown is never shown as "the same".
+    """
+    partner_digest = (partner.rules_digest or None) if partner is not None else None
+    same = own_digest == partner_digest if own_digest and partner_digest else None
+    if same:
+        text = f"Beide Leitstellen arbeiten mit denselben Routing-Regeln ({(own_digest or '')[:12]})."
+    elif same is None:
+        text = f"Regelstand der ZLS {partner_site} unbekannt: kein Vergleich der Routing-Regeln möglich."
+    else:
+        text = (f"ACHTUNG: Die Leitstellen arbeiten mit unterschiedlichen Routing-Regeln (ZLS {own_site} "
+                f"{(own_digest or '')[:12]}, ZLS {partner_site} {(partner_digest or '')[:12]}). "
+                "Beide Leitstellen müssen dieselben Regeln laden.")  # fmt: skip
+    return {"digest": own_digest, "partner_digest": partner_digest, "same": same, "text": text}
+
+
 def supervisor_json(
     *,
     own: SiteSnapshot,
@@ -50,6 +71,7 @@ def supervisor_json(
     why_no_move: str,
     now: float,
     circling_alarm_after_s: float,
+    rules: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     sites = {own.site: site_json(own, now, circling_alarm_after_s)}
     if partner is None:
@@ -65,6 +87,7 @@ def supervisor_json(
         "seen_from": own.site,
         "circling_alarm_after_s": circling_alarm_after_s,
         "sites": sites,
+        "rules": rules,
         "overflow": {
             "last_hour": {direction: dict(counts) for direction, counts in sorted(by_direction.items())},
             "recent": sorted(moves, key=lambda m: m.get("at", 0), reverse=True)[:20],

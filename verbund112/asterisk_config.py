@@ -207,13 +207,9 @@ def load_site(name_or_path: str | Path, **overrides: object) -> SiteValues:
     return SiteValues.model_validate(data)
 
 
-def render(site: SiteValues, site_secrets: SiteSecrets, templates: Path | None = None) -> dict[str, str]:
-    """All configuration files of one site: file name -> content (from the shipped templates by default)."""
-    templates = templates or shipped.asterisk_templates()
-    missing = set(site.dispatchers) - set(site_secrets.dispatcher_passwords)
-    if missing:
-        raise ValueError(f"no password for dispatcher seat(s): {', '.join(sorted(missing))}")
-    env = jinja2.Environment(
+def template_environment(templates: Path) -> jinja2.Environment:
+    """The Jinja environment the templates of a folder are rendered in (a missing value is an error)."""
+    return jinja2.Environment(
         loader=jinja2.FileSystemLoader(templates),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
@@ -221,14 +217,28 @@ def render(site: SiteValues, site_secrets: SiteSecrets, templates: Path | None =
         lstrip_blocks=True,
         autoescape=False,  # Asterisk config files, not HTML
     )
-    names = sorted(env.list_templates(filter_func=lambda n: n.endswith(".conf.j2")))
+
+
+def template_names(env: jinja2.Environment) -> list[str]:
+    """The ``*.conf.j2`` templates of the environment's folder; each renders to the file without ``.j2``."""
+    return sorted(env.list_templates(filter_func=lambda n: n.endswith(".conf.j2")))
+
+
+def render_template(env: jinja2.Environment, name: str, site: SiteValues, site_secrets: SiteSecrets) -> str:
+    return env.get_template(name).render(site=site, paths=site.paths, secrets=site_secrets)
+
+
+def render(site: SiteValues, site_secrets: SiteSecrets, templates: Path | None = None) -> dict[str, str]:
+    """All configuration files of one site: file name -> content (from the shipped templates by default)."""
+    templates = templates or shipped.asterisk_templates()
+    missing = set(site.dispatchers) - set(site_secrets.dispatcher_passwords)
+    if missing:
+        raise ValueError(f"no password for dispatcher seat(s): {', '.join(sorted(missing))}")
+    env = template_environment(templates)
+    names = template_names(env)
     if not names:
         raise ValueError(f"{templates}: no *.conf.j2 templates")
-    files = {}
-    for template_name in names:
-        template = env.get_template(template_name)
-        files[template_name.removesuffix(".j2")] = template.render(site=site, paths=site.paths, secrets=site_secrets)
-    return files
+    return {name.removesuffix(".j2"): render_template(env, name, site, site_secrets) for name in names}
 
 
 def write(files: dict[str, str], directory: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import faulthandler
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -13,10 +14,11 @@ import click
 import yaml
 from pydantic import ValidationError
 
-from verbund112 import asterisk_config
+from verbund112 import __version__, asterisk_config, asterisk_install
 
 
 @click.group()
+@click.version_option(__version__, prog_name="verbund112", message="%(prog)s %(version)s")
 def main() -> None:
     """verbund112: 112 call handling for the Leitstellenverbund Ostthüringen."""
 
@@ -52,6 +54,30 @@ def serve(config_file: Path | None) -> None:
         await service.run()
 
     asyncio.run(run())
+
+
+@main.command("check-config")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="YAML settings file (default: VERBUND112_CONFIG); the environment counts too")  # fmt: skip
+@click.option("--site", "site_values", help="the Asterisk site values: a shipped site or a file (default: the "
+              "shipped values of the settings' site)")  # fmt: skip
+@click.option("--templates", "templates_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="folder of *.conf.j2 templates; default: the shipped ones")  # fmt: skip
+@click.option("--asterisk-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="the installed Asterisk configuration to compare (default: /etc/asterisk, if there)")  # fmt: skip
+def check_config(config_file: Path | None, site_values: str | None, templates_dir: Path | None,
+                 asterisk_dir: Path | None) -> None:  # fmt: skip
+    """Check the settings, the rules and the Asterisk configuration together: one file:line: what per problem."""
+    from verbund112.config_check import check
+
+    if config_file is None and os.environ.get("VERBUND112_CONFIG"):
+        config_file = Path(os.environ["VERBUND112_CONFIG"])
+    report = check(config_file, site_values=site_values, templates=templates_dir, asterisk_dir=asterisk_dir)
+    for problem in report.problems:
+        click.echo(str(problem))
+    if report.problems:
+        raise click.ClickException(f"{len(report.problems)} problem(s)")
+    click.echo(report.summary)
 
 
 @main.group()
@@ -163,13 +189,23 @@ def asterisk_config_group() -> None:
 
 @asterisk_config_group.command("render")
 @click.option("--site", required=True, help="a shipped site (asterisk-config/sites/NAME.yaml) or a site values file")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="the folder Asterisk reads (/etc/asterisk), or a new one to compare and switch to")  # fmt: skip
 @click.option("--secrets", "secrets_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="YAML with ami_secret, fastagi_secret, dispatcher_passwords; default: the environment")  # fmt: skip
 @click.option("--templates", "templates_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="folder of *.conf.j2 templates; default: the shipped ones")  # fmt: skip
-def render(site: str, out_dir: Path, secrets_file: Path | None, templates_dir: Path | None) -> None:
-    """Write asterisk.conf, pjsip.conf, extensions.conf, ... for one site."""
+@click.option("--owner", default=asterisk_install.DEFAULT_OWNER, show_default=True,
+              help="user:group of the written files (mode 0640): the group must be Asterisk's")  # fmt: skip
+@click.option("--dry-run", "--diff-only", "dry_run", is_flag=True, help="only show the diff; write nothing")
+def render(*, site: str, out_dir: Path, secrets_file: Path | None, templates_dir: Path | None, owner: str,
+           dry_run: bool) -> None:  # fmt: skip
+    """Write asterisk.conf, pjsip.conf, extensions.conf, ... for one site.
+
+    Shows the diff against what is installed (secrets masked), keeps every file it replaces in
+    OUT/verbund112-backup/<time>/, and never touches a file it did not write (a manifest in OUT
+    names its own).
+    """
     try:
         values = asterisk_config.load_site(site)
         secrets = (
@@ -178,10 +214,31 @@ def render(site: str, out_dir: Path, secrets_file: Path | None, templates_dir: P
             else asterisk_config.SiteSecrets.from_environment(values)
         )
         files = asterisk_config.render(values, secrets, templates_dir)
+        to_do = asterisk_install.plan(files, out_dir)
+        file_owner = None if dry_run else asterisk_install.Owner.parse(owner)
     except (ValidationError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
-    asterisk_config.write(files, out_dir)
-    click.echo(f"wrote {len(files)} files for {values.name} to {out_dir}")
+    click.echo("".join(to_do.diff), nl=False)
+    for name in to_do.edited:
+        click.echo(f"{out_dir / name}: changed by hand since verbund112 wrote it", err=True)
+    if to_do.blocked:
+        for name in to_do.foreign:
+            click.echo(f"{out_dir / name}: not written by verbund112 (not in {asterisk_install.MANIFEST}): left alone",
+                       err=True)  # fmt: skip
+        raise click.ClickException(
+            f"nothing written to {out_dir}: move the files above away (they are not ours), or render into a new folder"
+        )
+    summary = f"{len(to_do.changed)} changed, {len(to_do.unchanged)} unchanged, {len(to_do.stale)} to remove"
+    if dry_run or file_owner is None:
+        click.echo(f"dry run, nothing written to {out_dir}: {summary}")
+        return
+    try:
+        backup = asterisk_install.apply(to_do, file_owner)
+    except (asterisk_install.InstallError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"wrote {values.name} to {out_dir}: {summary}" + (f"; the replaced files are in {backup}" if backup else "")
+    )
 
 
 def _add_lab_group() -> None:

@@ -28,6 +28,7 @@ from routing.rules import Rules
 from telephony import dialplan, events
 from telephony.ami import AmiClient
 from telephony.fastagi import FastAgiServer, PeerPolicy
+from verbund112 import __version__
 from verbund112.features.abandoned_calls import AbandonedCalls
 from verbund112.features.aml_polls import AmlPull
 from verbund112.features.aml_sink import AmlSink
@@ -37,6 +38,7 @@ from verbund112.features.overflow_mover import OverflowMover
 from verbund112.features.partner_watch import PartnerWatch
 from verbund112.features.routing_service import FALLBACK_REPLY, RoutingMetrics, RoutingService
 from verbund112.features.rules_admin import RulesAdmin
+from verbund112.features.rules_agreement import RulesAgreement
 from verbund112.features.screen_pops import ScreenPops
 from verbund112.features.supervise import Outbox, Supervisor
 from verbund112.features.supervisor_view import SupervisorView
@@ -88,6 +90,10 @@ class Service:
             site=site, partner=partner, store=self.store, own_snapshot=self._own_snapshot,
             on_report=self.overflow.on_partner, interval=settings.redis.heartbeat_interval,
         )  # fmt: skip
+        self.rules_agreement = RulesAgreement(
+            site=site, partner=partner, own_digest=self._rules_digest, partner_snapshot=lambda: self.partner.snapshot,
+            registry=registry,
+        )  # fmt: skip
         self.routing_metrics = RoutingMetrics(registry)
         self.routing = RoutingService(
             site=site, partner=partner, rules=self._rules, partner_alive=lambda: self.partner.alive,
@@ -113,8 +119,9 @@ class Service:
         self.aml_pull = AmlPull(site=site, settings=settings.aml_pull, store=self.store,
                                 retention_s=settings.aml.retention_s, hub=self.hub, registry=registry)  # fmt: skip
         self.supervision = SupervisorView(mover=self.overflow, watch=self.partner, store=self.store,
-                                          own_snapshot=self._own_snapshot,
+                                          own_snapshot=self._own_snapshot, rules=self.rules_agreement.status,
                                           circling_alarm_after_s=settings.circling.alarm_after_s)  # fmt: skip
+        prom.Info("verbund112_build", "the running verbund112", registry=registry).info({"version": __version__})
         self.ami_events = prom.Counter("verbund112_ami_call_events", "typed AMI events", ["kind"], registry=registry)
         prom.Gauge("verbund112_ami_connected", "1 while logged in to AMI", registry=registry).set_function(
             lambda: 1.0 if self.ami.is_connected else 0.0
@@ -133,9 +140,14 @@ class Service:
     def _rules(self) -> Rules | None:
         return self.rules.rules
 
+    def _rules_digest(self) -> str | None:
+        rules = self.rules.rules
+        return rules.digest if rules else None
+
     def _own_snapshot(self, now: float) -> SiteSnapshot:
-        """This site's queue and the callers going round, for the partner and the supervisor view."""
-        return dataclasses.replace(self.overflow.snapshot(now), circling=self.circling.callers(now))
+        """This site's queue, the callers going round and its rules, for the partner and the supervisor view."""
+        return dataclasses.replace(self.overflow.snapshot(now), circling=self.circling.callers(now),
+                                   rules_digest=self._rules_digest() or "")  # fmt: skip
 
     def _places(self) -> Places | None:
         """District and centre lookups with the rules in force (none loaded: cards without them)."""
@@ -153,7 +165,6 @@ class Service:
 
     def status(self) -> dict[str, Any]:
         stats = self.fastagi.stats
-        rules = self.rules.rules
         return {
             "site": self.settings.site,
             "ami": {"connected": self.ami.is_connected, "connections": self.ami.connections},
@@ -162,7 +173,7 @@ class Service:
             "redis": self.store.status(),
             "partner": {"site": self.settings.partner, "reporting": self.partner.alive,
                         "problem": self.partner.problem or None},
-            "rules": {"digest": rules.digest if rules else None, "last_error": self.rules.last_error},
+            "rules": {**self.rules_agreement.status(), "last_error": self.rules.last_error},
             "aml_pull": {"on": self.aml_pull.polls.running, "problem": self.aml_pull.problem,
                          "calls_polled": len(self.aml_pull.polls.polls)},
         }  # fmt: skip

@@ -26,13 +26,14 @@ import subprocess
 import sys
 import zipfile
 from email.message import Message
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from verbund112 import asterisk_config
+from verbund112 import asterisk_config, asterisk_install
 
 pytestmark = pytest.mark.wheel
 
@@ -191,12 +192,28 @@ def test_the_installed_wheel_renders_the_asterisk_configuration(
         f"VERBUND112_DISPATCHER_PASSWORD_{s.upper().replace('-', '_')}": f"pw-{s}-0123" for s in site.dispatchers
     }
     out = tmp_path / "etc-asterisk"
-    result = run([venv / "bin/verbund112", "asterisk-config", "render", "--site", "jena", "--out", out],
-                 cwd=tmp_path, env={**operator_env, **secrets})  # fmt: skip
+    result = run([venv / "bin/verbund112", "asterisk-config", "render", "--site", "jena", "--out", out,
+                  "--owner", "root:root"], cwd=tmp_path, env={**operator_env, **secrets})  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     # the same files as the checkout renders: the wheel's templates and site values are the shipped ones
     expected = asterisk_config.render(site, asterisk_config.SiteSecrets.from_environment(site, secrets))
-    assert {p.name: p.read_text() for p in out.iterdir()} == expected
+    assert {p.name: p.read_text() for p in out.iterdir() if p.name != asterisk_install.MANIFEST} == expected
+
+
+def test_the_installed_wheel_knows_its_version_and_checks_a_configuration(
+    venv: Path, tmp_path: Path, operator_env: dict[str, str]
+) -> None:
+    result = run([venv / "bin/verbund112", "--version"], cwd=tmp_path, env=operator_env)
+    assert result.stdout == f"verbund112 {version('verbund112')}\n", result.stderr
+    config = tmp_path / "gera.yaml"
+    config.write_text("site: gera\npartner: jena\n")
+    env = {**operator_env, "VERBUND112_FASTAGI__SECRET": "wheel-test-fastagi-secret"}
+    result = run([venv / "bin/verbund112", "check-config", "--config", config, "--asterisk-dir", tmp_path / "none"],
+                 cwd=tmp_path, env=env)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    # the rules and the Asterisk templates and site values it checked are the wheel's own
+    assert "site-packages/verbund112/shipped/rules/verbund112.yaml" in result.stdout
+    assert "Asterisk gera: 20 files rendered" in result.stdout
 
 
 def test_the_lab_the_tests_and_pyvoip_are_not_there(venv: Path, tmp_path: Path, operator_env: dict[str, str]) -> None:

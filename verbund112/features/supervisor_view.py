@@ -18,12 +18,14 @@ class SupervisorView:
     def __init__(
         self, *, mover: OverflowMover, watch: PartnerWatch, store: Store,
         own_snapshot: Callable[[float], SiteSnapshot], circling_alarm_after_s: float,
+        rules: Callable[[], dict[str, Any]] | None = None,
     ) -> None:  # fmt: skip
         self._mover = mover
         self._watch = watch
         self._store = store
         self._own_snapshot = own_snapshot
         self._circling_alarm_after_s = circling_alarm_after_s
+        self._rules = rules  # whether both sites route by the same rules (RulesAgreement.status)
 
     async def view(self, now: float) -> dict[str, Any]:
         moves: list[dict[str, Any]] = []
@@ -42,4 +44,5 @@ class SupervisorView:
             why_no_move=self._mover.last_plan.why_not,
             now=now,
             circling_alarm_after_s=self._circling_alarm_after_s,
+            rules=self._rules() if self._rules is not None else None,
         )
