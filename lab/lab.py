@@ -539,7 +539,10 @@ class LabState:
         return cls(**json.loads(path.read_text()))
 
 
-def _start_service(verbund: Verbund, name: str, directory: Path) -> subprocess.Popen[bytes]:
+def _start_service(
+    verbund: Verbund, name: str, directory: Path, *, python: str = sys.executable, checkout: Path = REPO
+) -> subprocess.Popen[bytes]:
+    """The service of a site; `python` and `checkout`: another checkout's code (the profile's comparison)."""
     settings = verbund.service_settings(name)
     secret_free = {k: v for k, v in settings.items()}
     secret_free["ami"] = {k: v for k, v in settings["ami"].items() if k != "secret"}
@@ -554,8 +557,8 @@ def _start_service(verbund: Verbund, name: str, directory: Path) -> subprocess.P
     env["VERBUND112_LOG__FORMAT"] = "console"
     with (directory / f"{name}-service.log").open("wb") as log_file:  # a new lab, a new log
         process = subprocess.Popen(
-            [sys.executable, "-m", "verbund112", "serve", "--config", str(config)],
-            stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True,
+            [python, "-m", "verbund112", "serve", "--config", str(config)],
+            stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=checkout, start_new_session=True,
         )  # fmt: skip
     status_url = f"http://{LOOPBACK}:{verbund.ports[name].web}/api/v1/status"
 

@@ -6,7 +6,12 @@ measures the Jena service's CPU while idle and under a sipp burst of routed call
 with `--py-spy PATH` (py-spy is not a dependency: `pip install py-spy` anywhere), samples the
 service during the burst and prints the functions that cost most (own time and with callees).
 
+With `--compare CHECKOUT` (another checkout with its own `.venv`, e.g. /work/main) Jena's
+service runs this checkout's code and that one's in turn, `--repeat` times each, in the
+same lab: a before/after on a shared machine, side by side.
+
     python -m lab.profile --rate 40 --seconds 20 --py-spy /tmp/pyspy-venv/bin/py-spy
+    python -m lab.profile --rate 40 --seconds 20 --compare /work/main --repeat 2
 """
 
 from __future__ import annotations
@@ -15,16 +20,18 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import functools
 import os
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from lab import lab
-from lab.bench import _status, process_cpu_seconds, start_service
+from lab.bench import _status, process_cpu_seconds
 from lab.processes import LOOPBACK, free_rtp_base, wait_until
 
 IDLE_S = 10.0
@@ -36,26 +43,49 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--py-spy", dest="py_spy", help="path of a py-spy executable: sample the service")
     parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--compare", type=Path, help="another checkout (with .venv): its service in turn with ours")
+    parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args(argv)
+    checkouts = [("this", lab.REPO)] + ([("other", args.compare.resolve())] if args.compare else [])
     verbund = lab.start_verbund(f"profile-{os.getpid()}", log=print, bench=True)
     directory = lab.lab_dir() / verbund.instance
     work = Path(tempfile.mkdtemp(prefix="v112-profile-"))
-    services = []
-    desk = lab.bench_desk(verbund.site("jena"), timeout_s=args.seconds + 300)
+    desk = lab.bench_desk(verbund.site("jena"), timeout_s=len(checkouts) * args.repeat * (args.seconds + 200))
+    gera = None
+    results = []
     try:
-        services = [start_service(verbund, name, directory) for name in ("jena", "gera")]
-        wait_until(lambda: _status(verbund, "jena")["partner"]["reporting"], 10, "jena sees gera")
-        asyncio.run(_with_screen(verbund, lambda: _measure(verbund, services[0].pid, args, work)))
+        gera = lab._start_service(verbund, "gera", directory)
+        for round_ in range(1, args.repeat + 1):
+            for label, checkout in checkouts:
+                python = str(checkout / ".venv/bin/python")
+                jena = lab._start_service(verbund, "jena", directory, python=python, checkout=checkout)
+                try:
+                    wait_until(lambda: _status(verbund, "jena")["partner"]["reporting"], 10, "jena sees gera")
+                    print(f"-- {label} ({checkout}), round {round_}")
+                    measure = functools.partial(_measure, verbund, jena.pid, args, work)
+                    figures = asyncio.run(_with_screen(verbund, measure))
+                    results.append((label, round_, figures))
+                finally:
+                    _stop(jena)
     finally:
-        for process in [*services, desk]:
-            process.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=15)
+        for process in [gera, desk]:
+            if process is not None:
+                _stop(process)
         verbund.stop()
+    if len(results) > 1:
+        print(f"side by side, {args.rate}/s for {args.seconds} s each (ms CPU per routed call; user + sys):")
+        for label, round_, (per_call, user, system, idle) in results:
+            print(f"  {label:>5} round {round_}: {per_call:5.2f} ms ({user:.2f} + {system:.2f}); idle {idle:.1f} ms/s")
     return 0
 
 
-async def _with_screen(verbund: lab.Verbund, measure: collections.abc.Callable[[], None]) -> None:
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=15)
+
+
+async def _with_screen(verbund: lab.Verbund, measure: Callable[[], tuple[float, ...]]) -> tuple[float, ...]:
     """The bench desk's screen stays connected (and read) while `measure` runs in a thread."""
     import aiohttp
 
@@ -71,13 +101,22 @@ async def _with_screen(verbund: lab.Verbund, measure: collections.abc.Callable[[
                 cards += '"type": "card"' in message.data or '"type":"card"' in message.data
 
         reader = asyncio.create_task(read())
-        await asyncio.to_thread(measure)
+        figures = await asyncio.to_thread(measure)
         reader.cancel()
         await socket.close()
     print(f"cards at the bench desk's screen: {cards}")
+    return figures
 
 
-def _measure(verbund: lab.Verbund, pid: int, args: argparse.Namespace, work: Path) -> None:
+def _cpu(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of a process so far (/proc/<pid>/stat, fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def _measure(verbund: lab.Verbund, pid: int, args: argparse.Namespace, work: Path) -> tuple[float, ...]:
+    """The burst: (ms CPU per routed call, of it user, of it system, idle ms CPU per second)."""
     site = verbund.site("jena")
     before = process_cpu_seconds(pid)
     time.sleep(IDLE_S)
@@ -92,7 +131,7 @@ def _measure(verbund: lab.Verbund, pid: int, args: argparse.Namespace, work: Pat
         )  # fmt: skip
         time.sleep(1)
     routed, counted = int(_status(verbund, "jena")["fastagi"]["answered"]), _ami_events(verbund)
-    started, before = time.monotonic(), process_cpu_seconds(pid)
+    started, (user_before, system_before) = time.monotonic(), _cpu(pid)
     sipp = [
         "sipp", f"{LOOPBACK}:{site.values.sip_port}", "-sf", str(lab.SIPP_DIR / "carrier_112.xml"),
         "-i", lab.CARRIER_ADDRESS, "-p", str(lab._free_carrier_port()), "-mp", str(free_rtp_base(10)),
@@ -102,7 +141,9 @@ def _measure(verbund: lab.Verbund, pid: int, args: argparse.Namespace, work: Pat
     ]  # fmt: skip
     subprocess.run(sipp, cwd=work, capture_output=True, check=False, timeout=args.seconds + 60)
     wait_until(lambda: site.cli("core show channels count").strip().startswith("0 active"), 60, "calls ended")
-    used, elapsed = process_cpu_seconds(pid) - before, time.monotonic() - started
+    (user, system), elapsed = _cpu(pid), time.monotonic() - started
+    user, system = user - user_before, system - system_before
+    used = user + system
     calls = int(_status(verbund, "jena")["fastagi"]["answered"]) - routed
     busy = used - idle * elapsed
     after = _ami_events(verbund)
@@ -111,10 +152,12 @@ def _measure(verbund: lab.Verbund, pid: int, args: argparse.Namespace, work: Pat
         f"{kind} {n:.1f}" for kind, n in sorted(per_call.items(), key=lambda item: -item[1]) if n) + ")")  # fmt: skip
     print(f"burst {args.rate}/s for {args.seconds} s: {calls} calls routed, {used:.2f} s CPU in {elapsed:.1f} s = "
           f"{used * 1000 / max(calls, 1):.2f} ms per call ({busy * 1000 / max(calls, 1):.2f} ms without the idle "
-          "share)")  # fmt: skip
+          f"share); user {user:.2f} s, system {system:.2f} s")  # fmt: skip
     if sampler is not None:
         sampler.wait(timeout=args.seconds + 60)
         print_top(work / "stacks.txt", args.top)
+    per = 1000 / max(calls, 1)
+    return used * per, user * per, system * per, idle * 1000
 
 
 def _ami_events(verbund: lab.Verbund) -> dict[str, float]:
@@ -139,6 +182,8 @@ def print_top(stacks: Path, top: int) -> None:
     total = 0
     for line in stacks.read_text().splitlines():
         frames, _, count_text = line.rpartition(" ")
+        if not count_text.isdigit():
+            continue
         count = int(count_text)
         names = [_short(frame) for frame in frames.split(";")]
         total += count
