@@ -128,7 +128,7 @@ async def agi_exchange(port: int, secret: str, n: int, caller: str, geo: bool) -
 
 async def bench_fastagi(
     port: int, secret: str, concurrency: int, total: int, *, rate: float | None, first: int = 0
-) -> None:
+) -> str:
     """`concurrency` callers; each starts its next exchange after 1/(rate/concurrency) s, or at once (rate None).
 
     Call ids from `first` on: a call id asked for again keeps its first record (and is logged).
@@ -152,6 +152,7 @@ async def bench_fastagi(
     load = f"open loop {rate:.0f}/s" if rate else "closed loop (as fast as it answers)"
     print(f"FastAGI round trip, {concurrency} concurrent, {load} (ms): {percentiles(timings)}; "
           f"{total / elapsed:.0f} exchanges/s")  # fmt: skip
+    return percentiles(timings)
 
 
 async def bench_aml(verbund: lab.Verbund, concurrency: int, total: int) -> None:

@@ -31,10 +31,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lab import lab
-from lab.bench import _status, process_cpu_seconds
+from lab.bench import _status, bench_fastagi, process_cpu_seconds
 from lab.processes import LOOPBACK, free_rtp_base, wait_until
 
 IDLE_S = 10.0
+AGI_EXCHANGES = 3000
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +65,10 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"-- {label} ({checkout}), round {round_}")
                     measure = functools.partial(_measure, verbund, jena.pid, args, work)
                     figures = asyncio.run(_with_screen(verbund, measure))
-                    results.append((label, round_, figures))
+                    port, secret = verbund.ports["jena"].fastagi, verbund.site("jena").secrets.fastagi_secret
+                    first = len(results) * AGI_EXCHANGES  # call ids not asked for before
+                    agi = asyncio.run(bench_fastagi(port, secret, 50, AGI_EXCHANGES, rate=100.0, first=first))
+                    results.append((label, round_, figures, agi))
                 finally:
                     _stop(jena)
     finally:
@@ -73,9 +77,11 @@ def main(argv: list[str] | None = None) -> int:
                 _stop(process)
         verbund.stop()
     if len(results) > 1:
-        print(f"side by side, {args.rate}/s for {args.seconds} s each (ms CPU per routed call; user + sys):")
-        for label, round_, (per_call, user, system, idle) in results:
-            print(f"  {label:>5} round {round_}: {per_call:5.2f} ms ({user:.2f} + {system:.2f}); idle {idle:.1f} ms/s")
+        print(f"side by side: ms CPU per routed call at {args.rate}/s for {args.seconds} s (user + sys); "
+              f"FastAGI round trip (ms) of {AGI_EXCHANGES} stand-in exchanges, 50 concurrent, at 100/s:")  # fmt: skip
+        for label, round_, (per_call, user, system, idle), agi in results:
+            print(f"  {label:>5} round {round_}: {per_call:5.2f} ms ({user:.2f} + {system:.2f}); "
+                  f"idle {idle:.1f} ms/s; FastAGI {agi}")  # fmt: skip
     return 0
 
 
