@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="v112-profile-"))
     desk = lab.bench_desk(verbund.site("jena"), timeout_s=len(checkouts) * args.repeat * (args.seconds + 200))
     gera = None
-    results = []
+    results: list[tuple[str, int, tuple[float, ...], str]] = []
     try:
         gera = lab._start_service(verbund, "gera", directory)
         for round_ in range(1, args.repeat + 1):
