@@ -74,6 +74,8 @@ def _print_state(state: lab_module.LabState) -> None:
             f"{name}: carrier {site['carrier_sip']}, AMI {site['ami_port']}, FastAGI {site['fastagi_port']}, "
             f"web {site['web_url']}, desks {', '.join(site['desks'])}"
         )
+        if "service_events" in site:
+            click.echo(f"  service log {site['service_log']}, supervisor events {site['service_events']}")
     down = [role for role, ok in alive.items() if not ok]
     click.echo("all processes running" if not down else f"NOT running: {', '.join(down)}")
 

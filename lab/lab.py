@@ -42,6 +42,7 @@ from lab.processes import (
     tcp_accepts,
     wait_until,
 )
+from lab.supervisor import SupervisorEvents
 from verbund112 import asterisk_config, shipped
 
 REPO = Path(__file__).resolve().parents[1]
@@ -539,10 +540,9 @@ class LabState:
         return cls(**json.loads(path.read_text()))
 
 
-def _start_service(
-    verbund: Verbund, name: str, directory: Path, *, python: str = sys.executable, checkout: Path = REPO
-) -> subprocess.Popen[bytes]:
-    """The service of a site; `python` and `checkout`: another checkout's code (the profile's comparison)."""
+def _service_launch(verbund: Verbund, name: str, directory: Path) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of `verbund112 serve` for one site: settings in a file
+    without secrets, the secrets in the environment (as the systemd unit's EnvironmentFile)."""
     settings = verbund.service_settings(name)
     secret_free = {k: v for k, v in settings.items()}
     secret_free["ami"] = {k: v for k, v in settings["ami"].items() if k != "secret"}
@@ -555,23 +555,94 @@ def _start_service(
     env["VERBUND112_WEB__TOKENS"] = json.dumps(settings["web"]["tokens"])
     env["VERBUND112_FASTAGI__SECRET"] = settings["fastagi"]["secret"]
     env["VERBUND112_LOG__FORMAT"] = "console"
+    return [sys.executable, "-m", "verbund112", "serve", "--config", str(config)], env
+
+
+def _ready(verbund: Verbund, name: str) -> bool:
+    """/readyz says 200: AMI logged in, FastAGI listening, rules loaded."""
+    try:
+        with urllib.request.urlopen(f"http://{LOOPBACK}:{verbund.ports[name].web}/readyz", timeout=1) as response:
+            return bool(response.status == 200)
+    except (OSError, ValueError):
+        return False
+
+
+def _start_service(
+    verbund: Verbund, name: str, directory: Path, *, python: str = sys.executable, checkout: Path = REPO
+) -> subprocess.Popen[bytes]:
+    """The service of one site without a supervisor (the bench measures this process); `python` and
+    `checkout`: another checkout's code (lab.profile's side-by-side comparison)."""
+    command, env = _service_launch(verbund, name, directory)
     with (directory / f"{name}-service.log").open("wb") as log_file:  # a new lab, a new log
         process = subprocess.Popen(
-            [python, "-m", "verbund112", "serve", "--config", str(config)],
-            stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=checkout, start_new_session=True,
+            [python, *command[1:]], stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=checkout,
+            start_new_session=True,
         )  # fmt: skip
-    status_url = f"http://{LOOPBACK}:{verbund.ports[name].web}/api/v1/status"
-
-    def serving() -> bool:
-        request = urllib.request.Request(status_url, headers={"Authorization": f"Bearer {verbund.read_token}"})
-        try:
-            with urllib.request.urlopen(request, timeout=1) as response:
-                return bool(json.loads(response.read())["ami"]["connected"])
-        except (OSError, ValueError, KeyError):
-            return False
-
-    wait_until(serving, 30, f"service {name}", process)
+    wait_until(lambda: _ready(verbund, name), 30, f"service {name}", process)
     return process
+
+
+# The lab's watchdog: pings every 2 s; an event loop that does not run for 4 s is killed and
+# restarted (production: WatchdogSec in deploy/systemd/verbund112@.service)
+LAB_WATCHDOG_S = 4.0
+
+
+@dataclass
+class SupervisedService:
+    """`verbund112 serve` of one site under the lab's supervisor (lab/supervisor.py)."""
+
+    site: str
+    supervisor: subprocess.Popen[bytes]
+    events: SupervisorEvents
+    log_file: Path
+
+    @property
+    def pid(self) -> int | None:
+        """The service process running now (it changes at each restart)."""
+        return self.events.current_pid()
+
+    def stop(self) -> None:
+        stop_supervisor(self.supervisor.pid)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.supervisor.wait(timeout=1)
+
+
+def start_supervised_service(
+    verbund: Verbund, name: str, directory: Path, *, watchdog_s: float = LAB_WATCHDOG_S, timeout: float = 30.0
+) -> SupervisedService:
+    """Start a site's service as systemd would (notify socket, watchdog, restarts); returns once
+    it said READY=1 and /readyz answers 200."""
+    command, env = _service_launch(verbund, name, directory)
+    events_file, log_file = directory / f"{name}-supervisor.jsonl", directory / f"{name}-service.log"
+    for stale in (events_file, log_file):  # a new lab, a new log
+        stale.unlink(missing_ok=True)
+    # abstract: no file to clean up, and no limit from the depth of the lab folder (108 bytes)
+    notify_socket = f"@verbund112-{name}-{secrets.token_hex(8)}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lab.supervisor", "--events", str(events_file), "--socket", notify_socket,
+         "--log", str(log_file), "--watchdog", str(watchdog_s), "--", *command],
+        env=env, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    service = SupervisedService(name, process, SupervisorEvents(events_file), log_file)
+    try:
+        wait_until(lambda: any(e["event"] == "ready" for e in service.events.read()), timeout, f"service {name}",
+                   process)  # fmt: skip
+        wait_until(lambda: _ready(verbund, name), timeout, f"service {name} ready", process)
+    except BaseException:
+        service.stop()
+        raise
+    return service
+
+
+def stop_supervisor(pid: int) -> None:
+    """Stop a supervisor (it stops its service first); then a service of it still left, had the
+    supervisor itself been killed (the service stays in the supervisor's process group)."""
+    if _is_ours(pid, "lab.supervisor"):
+        stop_process(pid, timeout=20)
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if proc.name.isdigit() and os.getpgid(int(proc.name)) == pid and _is_ours(int(proc.name), "verbund112"):
+                stop_process(int(proc.name), timeout=20)
 
 
 def up(seats_per_site: int = 2, log: Callable[[str], None] = print) -> LabState:
@@ -601,8 +672,8 @@ def up(seats_per_site: int = 2, log: Callable[[str], None] = print) -> LabState:
     )
     try:
         for name, site in verbund.sites.items():
-            service = _start_service(verbund, name, directory)
-            processes.append({"role": f"service-{name}", "pid": service.pid, "marker": "verbund112"})
+            service = start_supervised_service(verbund, name, directory)
+            processes.append({"role": f"service-{name}", "pid": service.supervisor.pid, "marker": "lab.supervisor"})
             desks = Desks(site, site.values.dispatchers[:seats_per_site], log_file=directory / f"{name}-desks.log")
             processes.append({"role": f"desks-{name}", "pid": desks.process.pid, "marker": "lab.desks"})
             wait_until(desks.all_available, 30, f"desks of {name}", desks.process)
@@ -615,7 +686,8 @@ def up(seats_per_site: int = 2, log: Callable[[str], None] = print) -> LabState:
                 "queue": site.values.queue,
                 "asterisk_dir": str(site.host_dir),
                 "desks": site.values.dispatchers[:seats_per_site],
-                "service_log": str(directory / f"{name}-service.log"),
+                "service_log": str(service.log_file),
+                "service_events": str(service.events.path),
                 "desks_log": str(directory / f"{name}-desks.log"),
             }
     except BaseException:
@@ -634,7 +706,9 @@ def down(log: Callable[[str], None] = print) -> None:
     if state is not None:
         # services and desks first, so nothing reconnects to what we stop next
         for process in sorted(state.processes, key=lambda p: p["role"].startswith(("redis", "asterisk"))):
-            if _is_ours(process["pid"], process["marker"]):
+            if process["marker"] == "lab.supervisor":
+                stop_supervisor(process["pid"])  # its service too, even if the supervisor was killed
+            elif _is_ours(process["pid"], process["marker"]):
                 stop_process(process["pid"], timeout=15)
         LabState.path().unlink()
     root = directory / "rootfs"

@@ -292,6 +292,10 @@ class FastAgiServer:
             return self._port
         return int(self._server.sockets[0].getsockname()[1])
 
+    @property
+    def listening(self) -> bool:
+        return self._server is not None and self._server.is_serving()
+
     async def start(self) -> None:
         self._server = await asyncio.start_server(
             self._serve, self._host, self._port, limit=self._max_header_bytes, reuse_address=True

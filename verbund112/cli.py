@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import json
 import logging
 import signal
@@ -29,6 +30,7 @@ def serve(config_file: Path | None) -> None:
     from telephony.fastagi import PeerSetupError
     from verbund112 import logs
     from verbund112.service import Service
+    from verbund112.service_manager import watchdog_from_environment
     from verbund112.settings import load_settings
 
     try:
@@ -36,10 +38,13 @@ def serve(config_file: Path | None) -> None:
     except (ValidationError, FileNotFoundError, yaml.YAMLError) as exc:
         raise click.ClickException(f"configuration: {exc}") from exc
     logs.configure(settings.log)
+    # a hung service killed by its manager's watchdog (SIGABRT under systemd) leaves the
+    # Python stacks of the hang in its log: where it hung, never what it held
+    faulthandler.enable()
 
     async def run() -> None:
         try:
-            service = Service(settings)
+            service = Service(settings, watchdog=watchdog_from_environment())
         except PeerSetupError as exc:  # no FastAGI secret, or no way to know Asterisk's address
             raise click.ClickException(f"configuration: {exc}") from exc
         loop = asyncio.get_running_loop()
@@ -49,7 +54,7 @@ def serve(config_file: Path | None) -> None:
         loop.add_signal_handler(signal.SIGHUP, service.reload_on_signal)
         await service.run()
 
-    # uvloop (libuv) instead of asyncio's pure-Python loop and transports: a quarter of the
+    # uvloop (libuv) instead of asyncio's pure-Python loop and transports: about a fifth of the
     # service's CPU per call, on the two cores that Asterisk needs too
     uvloop.run(run())
 

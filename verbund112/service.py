@@ -19,6 +19,7 @@ from typing import Any
 
 import prometheus_client as prom
 from aiohttp import web
+from systemd_watchdog import WatchDog
 
 from overflow.state import SiteSnapshot
 from routing.decision import Places
@@ -38,11 +39,12 @@ from verbund112.features.screen_pops import ScreenPops
 from verbund112.features.supervise import Outbox, Supervisor
 from verbund112.features.supervisor_view import SupervisorView
 from verbund112.rules_holder import RulesHolder
+from verbund112.service_manager import ServiceManager
 from verbund112.settings import Settings
 from verbund112.store import Store
 from web.app import serve as serve_web
 from web.notifier import DispatcherScreens
-from web.ports import WebPorts
+from web.ports import Health, WebPorts
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,8 @@ DRAIN_S = 5.0  # at stop: writes still queued get this long to reach the store
 
 
 class Service:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, watchdog: WatchDog | None = None) -> None:
+        """watchdog: the sender to the service manager (systemd, the lab's supervisor); None: no manager."""
         self.settings = settings
         site, partner = settings.site, settings.partner
         # first, so that a service that cannot tell its Asterisk from anyone else never starts
@@ -58,6 +61,7 @@ class Service:
         self.registry = registry = prom.CollectorRegistry()
         self.hub = EventHub()
         self.supervisor = Supervisor(registry)
+        self.manager = ServiceManager(watchdog, registry)
         self.store = Store(settings.redis, registry)
         holder = RulesHolder(settings.rules_file)
         holder.load_initial()
@@ -156,9 +160,22 @@ class Service:
                          "calls_polled": len(self.aml_pull.polls.polls)},
         }  # fmt: skip
 
+    def health(self) -> Health:
+        """What the service can do right now (for /readyz and the service manager's status line)."""
+        return Health(ami=self.ami.is_connected, fastagi=self.fastagi.listening, rules=self.rules.rules is not None,
+                      store=self.store.reachable)  # fmt: skip
+
+    def _describe(self) -> str:
+        """The service manager's status line (``systemctl status``): no personal data."""
+        parts = dataclasses.asdict(self.health())
+        down = [name for name, up in parts.items() if not up]
+        state = f"down: {', '.join(down)}" if down else "all parts up"
+        return f"serving {self.settings.site}: FastAGI {self.fastagi.port}, web {self.web_port}; {state}"
+
     def _web_ports(self) -> WebPorts:
         return WebPorts(
             site=self.settings.site, web=self.settings.web, aml=self.settings.aml, status=self.status,
+            health=self.health,
             registry=self.registry, rules=self.rules, cards=self.pops, aml_sink=self.store,
             supervision=self.supervision, aml_messages=self.aml_messages,
             aml_signatures_refused=self.aml_signatures_refused,
@@ -175,6 +192,7 @@ class Service:
             "announcements": self.pops.follow_announcements,
             "overflow": self.overflow.run,
             "aml-pull": self.aml_pull.run,
+            "service-manager": lambda: self.manager.keep_alive(self._describe),
         }
 
     async def run(self) -> None:
@@ -187,11 +205,14 @@ class Service:
                 owned = [tasks.create_task(self.supervisor.run(name, loop), name=name)
                          for name, loop in self._loops().items()]  # fmt: skip
                 self.started.set()
+                self.manager.ready(self._describe())
                 log.info(
                     "verbund112 %s serving: FastAGI %s, web %s", self.settings.site, self.fastagi.port, self.web_port
                 )
                 await self._stop.wait()
                 log.info("verbund112 %s stopping", self.settings.site)
+                self.manager.status(f"stopping {self.settings.site}")
+                self.manager.stopping()
                 await self.fastagi.stop()  # let calls in flight get their answer first
                 for task in owned:
                     task.cancel()

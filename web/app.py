@@ -1,7 +1,9 @@
-"""aiohttp application of the service: middlewares and the route table. Every route needs a token.
+"""aiohttp application of the service: middlewares and the route table. Every route but two needs a token.
 
 Routes, with the access they need (web.auth: look = read, supervisor or admin;
 rules = admin; callers = dispatcher or supervisor; map = all but aml):
+- GET  /healthz                  none     200 while the event loop runs (web.health; no data)
+- GET  /readyz                   none     200 ready / 503 not, which parts are up (web.health; no data)
 - GET  /api/v1/status            look     the site's health
 - GET  /metrics                  look     Prometheus metrics
 - GET  /api/v1/rules             look     the rules in force
@@ -42,7 +44,7 @@ from routing.pidf import parse_pidf
 from routing.rules import RulesError
 from routing.simulation import as_dict, explain, simulate
 from verbund112.store import StoreError
-from web import aml
+from web import aml, health
 from web.auth import (
     SCREEN_PATH,
     Handler,
@@ -267,6 +269,8 @@ def make_app(ports: WebPorts, screens: DispatcherScreens, guard: ConnectionGuard
 
     app.on_shutdown.append(close_screens)
     app.on_response_prepare.append(no_referrer)
+    app.router.add_get("/healthz", health.healthz)
+    app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/api/v1/status", status)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/v1/rules", get_rules)

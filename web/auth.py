@@ -8,6 +8,7 @@ What each role reaches (web.settings.Role), by the access a route requires:
   an abandoned call called back). Roles dispatcher and supervisor.
 - ``map``: the district polygons. Every role but aml.
 - ``aml``: deliver AML messages. Role aml, or a signed delivery (signed_grant).
+Only ``/healthz`` and ``/readyz`` (web.health) need no token: they hold no data.
 A dispatcher's page and screen belong to the seat the token is named after.
 
 Tokens travel in the Authorization header. Browsers cannot set one on a page
@@ -33,6 +34,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from pydantic import SecretStr
 
+from web.health import PUBLIC_PATHS
 from web.limits import read_body
 from web.ports import GRANT, PORTS, WebPorts
 from web.settings import TokenGrant
@@ -70,6 +72,8 @@ def grant_of(token: str, tokens: dict[SecretStr, TokenGrant]) -> TokenGrant | No
 
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path in PUBLIC_PATHS:
+        return await handler(request)  # liveness and readiness: no data, no token
     ports = request.app[PORTS]
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")

@@ -66,11 +66,22 @@ class Supervision(Protocol):
 
 
 @dataclass(frozen=True)
+class Health:
+    """The parts the service needs to take calls; True while up. Nothing personal."""
+
+    ami: bool  # logged in to the site's Asterisk: calls are followed (cards, overflow, callbacks)
+    fastagi: bool  # the routing port listens
+    rules: bool  # routing rules loaded
+    store: bool  # Redis answers: the Verbund's shared data (partner's records, AML, callback list)
+
+
+@dataclass(frozen=True)
 class WebPorts:
     site: str
     web: WebSettings
     aml: AmlIntakeSettings
     status: Callable[[], dict[str, Any]]
+    health: Callable[[], Health]
     registry: prom.CollectorRegistry
     rules: RulesAdmin
     cards: CallCards
