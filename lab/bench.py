@@ -128,7 +128,7 @@ async def agi_exchange(port: int, secret: str, n: int, caller: str, geo: bool) -
 
 async def bench_fastagi(
     port: int, secret: str, concurrency: int, total: int, *, rate: float | None, first: int = 0
-) -> None:
+) -> str:
     """`concurrency` callers; each starts its next exchange after 1/(rate/concurrency) s, or at once (rate None).
 
     Call ids from `first` on: a call id asked for again keeps its first record (and is logged).
@@ -152,6 +152,7 @@ async def bench_fastagi(
     load = f"open loop {rate:.0f}/s" if rate else "closed loop (as fast as it answers)"
     print(f"FastAGI round trip, {concurrency} concurrent, {load} (ms): {percentiles(timings)}; "
           f"{total / elapsed:.0f} exchanges/s")  # fmt: skip
+    return percentiles(timings)
 
 
 async def bench_aml(verbund: lab.Verbund, concurrency: int, total: int) -> None:
@@ -305,13 +306,19 @@ def sipp_rate(verbund: lab.Verbund, rate: int, seconds: int, work: Path, label: 
     return result
 
 
-def bench_cps(verbund: lab.Verbund, rates: list[int], seconds: int) -> None:
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (/proc/<pid>/stat, fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_cps(verbund: lab.Verbund, rates: list[int], seconds: int, service_pid: int) -> None:
     work = Path(tempfile.mkdtemp(prefix="v112-bench-"))
     site = verbund.site("jena")
-    print(f"calls/s through Asterisk jena, {seconds} s per rate, talk 1 s (answer time ms = INVITE→200):")
-    print(
-        f"  {'rate':>4}  {'plain ok/failed':>16} {'p50':>6} {'p99':>6}   {'routed ok/failed':>16} {'p50':>6} {'p99':>6}"
-    )
+    print(f"calls/s through Asterisk jena, {seconds} s per rate, talk 1 s (answer time ms = INVITE→200; "
+          "cpu = jena service's user+sys CPU ms per call: per call routed, for plain per call placed):")  # fmt: skip
+    print(f"  {'rate':>4}  {'plain ok/failed':>16} {'p50':>6} {'p99':>6} {'cpu':>5}   "
+          f"{'routed ok/failed':>16} {'p50':>6} {'p99':>6} {'cpu':>5}  ok ratio")  # fmt: skip
     best = {"plain": 0, "routed": 0}
     desk = lab.bench_desk(site, timeout_s=len(rates) * 2 * (seconds + 40))
     # This measures the routing: the overflow would move callers who wait under overload to
@@ -320,7 +327,7 @@ def bench_cps(verbund: lab.Verbund, rates: list[int], seconds: int) -> None:
     for name in ("jena", "gera"):
         _put_rules(verbund, rules.replace("{enabled: true,", "{enabled: false,"), name)
     try:
-        _run_rates(verbund, rates, seconds, work, best)
+        _run_rates(verbund, rates, seconds, work, best, service_pid=service_pid)
     finally:
         desk.kill()
         desk.communicate()
@@ -351,22 +358,41 @@ def _wait_idle(site: AsteriskSite) -> None:
         print(f"    {n:>4} x {key}")
 
 
-def _run_rates(verbund: lab.Verbund, rates: list[int], seconds: int, work: Path, best: dict[str, int]) -> None:
+def _run_rates(
+    verbund: lab.Verbund, rates: list[int], seconds: int, work: Path, best: dict[str, int], *, service_pid: int
+) -> None:
     site = verbund.site("jena")
+    cpu: dict[str, list[float]] = {"plain": [], "routed": []}  # CPU seconds and calls, summed over the rates
     for rate in rates:
         row = {}
         for mode in ("plain", "routed"):
             site.cli(f"dialplan set global V112_ASK_SERVICE {0 if mode == 'plain' else 1}")
             _wait_idle(site)
+            cpu_before, routed_before = process_cpu_seconds(service_pid), _routed(verbund)
             row[mode] = result = sipp_rate(verbund, rate, seconds, work, mode)
+            _wait_idle(site)  # the service's work for the last calls (hangups, records) belongs to this run
+            used = process_cpu_seconds(service_pid) - cpu_before
+            calls = _routed(verbund) - routed_before if mode == "routed" else result["ok"] + result["failed"]
+            result["cpu_ms"] = used * 1000 / calls if calls else float("nan")
             if result["failed"] == 0 and result["ok"] >= rate * seconds:
                 best[mode] = rate
+                cpu[mode] += [used, calls]  # a run with failed calls (past the knee) says little per call
         cells = []
         for mode in ("plain", "routed"):
             r = row[mode]
             cells.append(f"{int(r['ok']):>7}/{int(r['failed']):<8} {r.get('p50', float('nan')):>6.1f} "
-                         f"{r.get('p99', float('nan')):>6.1f}")  # fmt: skip
-        print(f"  {rate:>4}  {cells[0]}   {cells[1]}", flush=True)
+                         f"{r.get('p99', float('nan')):>6.1f} {r['cpu_ms']:>5.1f}")  # fmt: skip
+        ratio = row["routed"]["ok"] / row["plain"]["ok"] if row["plain"]["ok"] else float("nan")
+        print(f"  {rate:>4}  {cells[0]}   {cells[1]}  {ratio:.2f}", flush=True)
+    for mode, sums in cpu.items():
+        used, calls = sum(sums[0::2]), sum(sums[1::2])
+        print(f"  jena service CPU, {mode}, rates without a failed call: {used:.2f} s for {int(calls)} calls = "
+              f"{used * 1000 / calls if calls else float('nan'):.2f} ms per call", flush=True)  # fmt: skip
+
+
+def _routed(verbund: lab.Verbund) -> int:
+    """FastAGI route requests the jena service has answered so far."""
+    return int(_status(verbund, "jena")["fastagi"]["answered"])
 
 
 OVERFLOW_DESKS = {"jena": 6, "gera": 20}
@@ -494,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
 
         wait_until(partner_seen, 10, "jena sees gera")
         if args.only == "cps":
-            bench_cps(verbund, [int(rate) for rate in args.rates.split(",")], args.seconds)
+            bench_cps(verbund, [int(rate) for rate in args.rates.split(",")], args.seconds, services[0].pid)
             return 0
         port, secret = verbund.ports["jena"].fastagi, verbund.site("jena").secrets.fastagi_secret
         asyncio.run(bench_fastagi(port, secret, 50, args.agi_calls, rate=100.0))
@@ -503,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.only == "fastagi":
             return 0
         asyncio.run(bench_aml(verbund, 20, args.aml_messages))
-        bench_cps(verbund, [int(rate) for rate in args.rates.split(",")], args.seconds)
+        bench_cps(verbund, [int(rate) for rate in args.rates.split(",")], args.seconds, services[0].pid)
         asyncio.run(bench_pops(verbund, rate=20, seconds=args.seconds))
     finally:
         for process in services:

@@ -589,13 +589,17 @@ def _ready(verbund: Verbund, name: str) -> bool:
         return False
 
 
-def _start_service(verbund: Verbund, name: str, directory: Path) -> subprocess.Popen[bytes]:
-    """The service of one site without a supervisor (the bench measures this process)."""
+def _start_service(
+    verbund: Verbund, name: str, directory: Path, *, python: str = sys.executable, checkout: Path = REPO
+) -> subprocess.Popen[bytes]:
+    """The service of one site without a supervisor (the bench measures this process); `python` and
+    `checkout`: another checkout's code (lab.profile's side-by-side comparison)."""
     command, env = _service_launch(verbund, name, directory)
     with (directory / f"{name}-service.log").open("wb") as log_file:  # a new lab, a new log
         process = subprocess.Popen(
-            command, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True
-        )
+            [python, *command[1:]], stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=checkout,
+            start_new_session=True,
+        )  # fmt: skip
     wait_until(lambda: _ready(verbund, name), 30, f"service {name}", process)
     return process
 

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
+import uvloop
 
 from lab import lab
 from verbund112.features.hub import ServiceEvent
@@ -20,6 +21,11 @@ from verbund112.service import Service, running
 from verbund112.settings import Settings
 
 E = TypeVar("E")
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], Any]]:
+    """Async tests run on the loop `verbund112 serve` runs on (uvloop), not asyncio's own."""
+    return {"uvloop": uvloop.new_event_loop}
 
 
 @pytest.fixture(scope="session")

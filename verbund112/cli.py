@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import faulthandler
 import json
+import logging
 import os
 import signal
 import time
 from pathlib import Path
 
 import click
+import uvloop
 import yaml
 from pydantic import ValidationError
 
@@ -48,12 +50,15 @@ def serve(config_file: Path | None) -> None:
         except PeerSetupError as exc:  # no FastAGI secret, or no way to know Asterisk's address
             raise click.ClickException(f"configuration: {exc}") from exc
         loop = asyncio.get_running_loop()
+        logging.getLogger(__name__).info("event loop: %s", type(loop).__module__)
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, service.stop)
         loop.add_signal_handler(signal.SIGHUP, service.reload_on_signal)
         await service.run()
 
-    asyncio.run(run())
+    # uvloop (libuv) instead of asyncio's pure-Python loop and transports: about a fifth of the
+    # service's CPU per call, on the two cores that Asterisk needs too
+    uvloop.run(run())
 
 
 @main.command("check-config")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import cast
 
 import prometheus_client as prom
 from aiohttp import web
@@ -94,7 +95,8 @@ class _Connection(asyncio.Protocol):
         self._deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # a TCP stream transport: asyncio's, or uvloop's (which does not subclass asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)
         if not self._guard._admit(self, transport):
             transport.write(REFUSED)
             transport.close()

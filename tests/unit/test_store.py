@@ -68,6 +68,18 @@ def bad(store: Store, what: str) -> float:
     return store.bad_values.labels(what)._value.get()
 
 
+async def test_redis_answers_are_parsed_by_hiredis(store: Store) -> None:
+    """hiredis (C), not redis-py's own Python parser: a share of the service's CPU per call."""
+    pool = store.redis.connection_pool
+    connection = await pool.get_connection()
+    try:
+        await connection.send_command("PING")
+        assert await connection.read_response() in (b"PONG", "PONG")
+        assert type(connection._parser).__name__ == "_AsyncHiredisParser"
+    finally:
+        await pool.release(connection)
+
+
 def good_fix(at: float | None = None) -> AmlFixRecord:
     at = time.time() - 1 if at is None else at
     return AmlFixRecord.of(AmlFix(Position(50.93, 11.59, 12.0, "Circle", "GNSS"), at), at + 1, format="https")

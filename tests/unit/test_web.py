@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
+from tests.support.waiting import eventually
 from tests.unit.test_fastagi import service_settings
 from verbund112.service import Service, running
 from web.settings import TokenGrant
@@ -109,8 +110,12 @@ async def test_the_access_log_has_each_request_without_its_token(
     page = f"http://127.0.0.1:{service.web_port}/supervisor?token=t-read-0123456789"
     async with aiohttp.ClientSession(timeout=TIMEOUT) as client, client.get(page) as response:
         assert response.status == 200
-    lines = [record.getMessage() for record in caplog.records if record.name == "web.access"]
-    assert any("GET /supervisor 200" in line for line in lines), lines
+
+    def access_lines() -> list[str]:
+        return [record.getMessage() for record in caplog.records if record.name == "web.access"]
+
+    # the line is written once the response is out: soon after the client has it, not before
+    await eventually(lambda: any("GET /supervisor 200" in line for line in access_lines()), "the request logged")
     assert not any("t-read-0123456789" in record.getMessage() for record in caplog.records)
 
 
