@@ -38,6 +38,7 @@ from lab.processes import (
     free_rtp_base,
     free_tcp_port,
     free_udp_port,
+    release_rtp_base,
     stop_process,
     tcp_accepts,
     wait_until,
@@ -188,6 +189,8 @@ class Verbund:
         shutil.rmtree(self.redis.workdir.parent, ignore_errors=True)
         if not rootfs_in_use(self.root):
             rootfs.unmount_all(self.root)
+        for ports in self.ports.values():
+            release_rtp_base(ports.rtp)
 
 
 def rootfs_in_use(root: Path) -> bool:
@@ -335,7 +338,7 @@ def neighbour_uas(
     args = [
         "sipp", "-sf", str(scenario), "-i", CARRIER_ADDRESS, "-p", str(port),
         "-m", "1", "-trace_msg", "-message_file", str(message_file), "-timeout", f"{timeout_s}s",
-        "-timeout_error", "-nostdin", "-nd", "-mp", str(free_rtp_base(10)),
+        "-timeout_error", "-nostdin", "-nd", "-mp", str(free_rtp_base(10, hold_s=timeout_s + 5)),
         f"{LOOPBACK}:{site.values.sip_port}",
     ]  # fmt: skip
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
@@ -347,7 +350,7 @@ def bench_desk(site: AsteriskSite, timeout_s: int) -> subprocess.Popen[bytes]:
     port = site.values.bench_desk_uri.rsplit(":", 1)[1]
     args = [
         "sipp", "-sf", str(SIPP_DIR / "neighbour_uas.xml"), "-i", BENCH_DESK_ADDRESS, "-p", port,
-        "-timeout", f"{timeout_s}s", "-nostdin", "-nd", "-mp", str(free_rtp_base(10)),
+        "-timeout", f"{timeout_s}s", "-nostdin", "-nd", "-mp", str(free_rtp_base(10, hold_s=timeout_s + 5)),
         f"{LOOPBACK}:{site.values.sip_port}",
     ]  # fmt: skip
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
@@ -373,9 +376,10 @@ class Desks:
         self.seen: list[dict[str, Any]] = []
         args = [sys.executable, "-m", "lab.desks", "--server", f"{LOOPBACK}:{site.values.sip_port}"]
         args += ["--address", address]
-        for seat in seats:
+        self.media = [free_rtp_base(100) for _ in seats]
+        for seat, media in zip(seats, self.media, strict=True):
             password = (passwords or site.secrets.dispatcher_passwords)[seat]
-            args += ["--seat", f"{seat}:{password}:{free_udp_port()}:{free_rtp_base(100)}"]
+            args += ["--seat", f"{seat}:{password}:{free_udp_port()}:{media}"]
         with contextlib.ExitStack() as stack:
             out = stack.enter_context(log_file.open("wb")) if log_file else subprocess.PIPE
             self.process = subprocess.Popen(
@@ -449,6 +453,8 @@ class Desks:
             self.process.wait(timeout=1)
         if self.process.stdout is not None:
             self.process.stdout.close()
+        for media in self.media:
+            release_rtp_base(media)
 
 
 def sipp_call(
@@ -480,7 +486,7 @@ def sipp_call(
         "-i", CARRIER_ADDRESS, "-p", str(_free_carrier_port()), "-m", "1",
         "-key", "caller", caller, "-key", "uui", uui, "-d", str(talk_ms),
         "-timeout", f"{timeout_s}s", "-timeout_error", "-nostdin", "-nd",
-        "-mp", str(free_rtp_base(10)),
+        "-mp", str(free_rtp_base(10, hold_s=timeout_s + 5)),
     ]  # fmt: skip
     if shape_xml:
         args += ["-key", "shape", shape_xml]

@@ -48,23 +48,37 @@ def free_udp_port() -> int:
 
 # RTP ranges handed out by this process: a range is free when checked but bound only later
 # (Asterisk binds its range call by call), so a second caller could be given an overlapping one.
-_RTP_RANGES: list[tuple[int, int]] = []
+# Each is held until released or, for a process with a time limit (sipp's -timeout), until then:
+# a whole test run hands out far more ports than there are below the ephemeral ones.
+_RTP_LEASES: dict[int, tuple[int, float | None]] = {}  # base -> (end, held until (monotonic) or None)
 _RTP_LOCK = threading.Lock()
+_RTP_FIRST, _RTP_LAST = 10000, 32000  # below the kernel's ephemeral ports (32768 and up)
 
 
-def free_rtp_base(width: int) -> int:
+def free_rtp_base(width: int, hold_s: float | None = None) -> int:
     """An even port with `width` free UDP ports above it (RTP needs even ports), not overlapping
-    any range this process handed out before."""
+    any range this process holds; held until release_rtp_base() or, with hold_s, that long."""
     with _RTP_LOCK:
-        for _ in range(200):
-            # below the kernel's ephemeral ports (32768 and up), which sockets get for port 0
-            base = random.randrange(10000, 32000 - width, 2)
-            if any(base < end and start < base + width for start, end in _RTP_RANGES):
+        now = time.monotonic()
+        for base, (_, until) in list(_RTP_LEASES.items()):
+            if until is not None and until <= now:
+                del _RTP_LEASES[base]
+        candidates = range(_RTP_FIRST, _RTP_LAST - width, 2)
+        start = random.randrange(len(candidates))
+        for index in range(len(candidates)):  # every even base once, from a random one
+            base = candidates[(start + index) % len(candidates)]
+            if any(base < end and held < base + width for held, (end, _) in _RTP_LEASES.items()):
                 continue
             if all(_udp_free(port) for port in range(base, base + width)):
-                _RTP_RANGES.append((base, base + width))
+                _RTP_LEASES[base] = (base + width, None if hold_s is None else now + hold_s)
                 return base
     raise LabError("no free RTP port range")
+
+
+def release_rtp_base(base: int) -> None:
+    """The range's processes have ended: it may be handed out again."""
+    with _RTP_LOCK:
+        _RTP_LEASES.pop(base, None)
 
 
 def _udp_free(port: int, address: str = "") -> bool:
