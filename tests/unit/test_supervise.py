@@ -118,6 +118,30 @@ async def test_an_outbox_is_drained_at_stop_when_the_store_answers() -> None:
     assert written == [7, 8]
 
 
+async def test_an_item_being_written_when_the_outbox_stops_is_written_by_the_drain() -> None:
+    written: list[int] = []
+    writing = asyncio.Event()
+    redis_back = False
+
+    async def write(item: int) -> None:
+        if not redis_back:
+            writing.set()
+            await asyncio.sleep(3600)  # Redis does not answer (the store's timeout is longer than the test)
+        written.append(item)
+
+    outbox: Outbox[int] = Outbox("test", write, prom.Counter("d", "", ["outbox"], registry=prom.CollectorRegistry()))
+    outbox.put(7)
+    outbox.put(8)
+    loop = asyncio.create_task(outbox.run())
+    await writing.wait()
+    loop.cancel()  # the service stops while item 7 is on its way
+    with contextlib.suppress(asyncio.CancelledError):
+        await loop
+    redis_back = True
+    await outbox.drain(1.0)
+    assert written == [7, 8]
+
+
 class ReplicaAway:
     """A store whose master takes every write but whose replica acknowledges none until it is back."""
 

@@ -66,6 +66,7 @@ class Outbox(Generic[T]):
         self._maxsize = maxsize
         self._retry_delay = 0.2
         self._confirm_every = confirm_every
+        self._in_flight: T | None = None  # taken from the queue, not yet written: drain() writes it
 
     def put(self, item: T) -> None:
         try:
@@ -106,7 +107,7 @@ class Outbox(Generic[T]):
     async def _write_loop(self) -> None:
         """An item Redis refused is retried (Redis may come back)."""
         while True:
-            item = await self._queue.get()
+            item = self._in_flight = await self._queue.get()
             while True:
                 try:
                     await self._write(item)
@@ -117,6 +118,7 @@ class Outbox(Generic[T]):
                 except StoreError as exc:
                     log.warning("%s not stored yet (%s); retrying", self.name, exc)
                     await asyncio.sleep(self._retry_delay)
+            self._in_flight = None
             self._queue.task_done()
 
     async def _confirm_loop(self) -> None:
@@ -140,6 +142,10 @@ class Outbox(Generic[T]):
         """At stop: the last items written, if Redis answers within the time."""
         with contextlib.suppress(TimeoutError, StoreError):
             async with asyncio.timeout(within):
+                if self._in_flight is not None:  # the loop was stopped while writing it
+                    with contextlib.suppress(NotReplicated):
+                        await self._write(self._in_flight)
+                    self._in_flight = None
                 while not self._queue.empty():
                     with contextlib.suppress(NotReplicated):
                         await self._write(self._queue.get_nowait())
