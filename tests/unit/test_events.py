@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from telephony import events
@@ -198,3 +200,72 @@ def test_an_outbox_entry_of_astdb_is_an_unanswered_call() -> None:
 def test_a_malformed_outbox_entry_is_refused_with_a_reason(key: str, value: str) -> None:
     with pytest.raises(events.DialplanEventError):
         events.outbox_entry(key, value, "jena")
+
+
+def status_channel(channel: str, uniqueid: str, **fields: Any) -> dict[str, Any]:
+    """One channel of the answer to ``Status`` with Variables: MEMBERNAME,MEMBERINTERFACE,QEHOLDTIME (lab shape)."""
+    return {"Event": "Status", "Privilege": "Call", "Channel": channel, "ChannelState": "6", "ChannelStateDesc": "Up",
+            "CallerIDNum": "+4915112348101", "Context": "v112-local", "Exten": "s", "Priority": "1",
+            "Uniqueid": uniqueid, "Linkedid": uniqueid, "Type": "PJSIP", "BridgeID": "", "Application": "",
+            "Data": "", "Seconds": "9", **fields}  # fmt: skip
+
+
+CALLER_HELD = status_channel(
+    "PJSIP/carrier-00000003", "jena-1714000000.7", BridgeID="4f2c1d3e-0000-4000-8000-000000000001",
+    Application="Queue", Data="112-jena,r,,,20,,v112-answered,,",
+    ChanVariable=["V112_CALL_ID=jena-1714000000.7", "V112_CALLER=+4915112348101", "V112_FROM_SITE=", "V112_MOVED="],
+    Variable=["MEMBERNAME=jena-d1", "MEMBERINTERFACE=PJSIP/jena-d1", "QEHOLDTIME=4"],
+)  # fmt: skip
+DESK_OF_HELD = status_channel(
+    "PJSIP/jena-d1-00000005", "jena-1714000003.9", BridgeID="4f2c1d3e-0000-4000-8000-000000000001",
+    Application="AppQueue", Data="(Outgoing Line)", Context="from-dispatcher",
+    ChanVariable=["V112_CALL_ID=jena-1714000000.7", "V112_CALLER=+4915112348101", "V112_FROM_SITE=", "V112_MOVED="],
+    Variable=["MEMBERNAME=", "MEMBERINTERFACE=", "QEHOLDTIME="],
+)  # fmt: skip
+PARTNER_LEG_HELD = status_channel(
+    "PJSIP/intersite-00000008", "jena-1714000010.12", BridgeID="77aa0000-0000-4000-8000-000000000002",
+    Application="Queue", Data="112-jena,r,,,30,,,,", Context="from-intersite", Exten="112",
+    ChanVariable=["V112_CALL_ID=gera-1714000009.3", "V112_CALLER=+4936411234", "V112_FROM_SITE=gera", "V112_MOVED="],
+    Variable=["MEMBERNAME=jena-d2", "MEMBERINTERFACE=PJSIP/jena-d2", "QEHOLDTIME=1"],
+)  # fmt: skip
+STILL_WAITING = status_channel(
+    "PJSIP/carrier-00000009", "jena-1714000020.15", Application="Queue", Data="112-jena,r,,,20,,v112-answered,,",
+    ChanVariable=["V112_CALL_ID=jena-1714000020.15", "V112_CALLER=+4936419999", "V112_FROM_SITE=", "V112_MOVED="],
+    Variable=["MEMBERNAME=", "MEMBERINTERFACE=", "QEHOLDTIME="],
+)  # fmt: skip
+STATUS_DONE = {"Event": "StatusComplete", "Items": "4"}
+
+
+def test_the_calls_dispatchers_hold_are_read_from_the_answer_to_status() -> None:
+    found = events.answered_calls([DESK_OF_HELD, CALLER_HELD, STILL_WAITING, PARTNER_LEG_HELD, STATUS_DONE], "jena")
+    assert [(e.call_id, e.uniqueid, e.dispatcher, e.channel, e.from_site) for e in found] == [
+        ("jena-1714000000.7", "jena-1714000000.7", "jena-d1", "PJSIP/carrier-00000003", ""),
+        ("gera-1714000009.3", "jena-1714000010.12", "jena-d2", "PJSIP/intersite-00000008", "gera"),
+    ]
+    held = found[0]
+    assert (held.queue, held.interface, held.dispatcher_channel) == (
+        "112-jena",
+        "PJSIP/jena-d1",
+        "PJSIP/jena-d1-00000005",
+    )
+    assert (held.hold_time, held.caller_number, held.answered_at, held.recovered) == (4, "+4915112348101", 0.0, True)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"BridgeID": ""},  # not (any more) in a bridge with a desk
+        {"Application": "Dial"},  # a leg to the partner: the partner's dispatcher holds it
+        {"Variable": ["MEMBERNAME=", "MEMBERINTERFACE=", "QEHOLDTIME="]},  # app_queue set no member
+        {"Variable": None},  # the variables not in the answer at all
+        {"Uniqueid": ""},
+    ],
+)
+def test_a_channel_that_is_no_answered_caller_is_none(changes: dict[str, Any]) -> None:
+    channel = {key: value for key, value in {**CALLER_HELD, **changes}.items() if value is not None}
+    assert events.answered_calls([channel], "jena") == []
+
+
+def test_a_malformed_hold_time_in_status_degrades_to_zero() -> None:
+    channel = {**CALLER_HELD, "Variable": ["MEMBERNAME=jena-d1", "QEHOLDTIME=soon"]}
+    assert events.answered_calls([channel], "jena")[0].hold_time == 0
