@@ -68,7 +68,8 @@ def lab_status() -> None:
 def _print_state(state: lab_module.LabState) -> None:
     alive = {p["role"]: lab_module._is_ours(p["pid"], p["marker"]) for p in state.processes}
     click.echo(f"endpoints: {lab_module.LabState.path()}")
-    click.echo(f"redis: {state.redis_url}")
+    sentinels = ", ".join(state.redis["sentinels"])
+    click.echo(f"redis: master {state.redis['master_name']!r} through the sentinels {sentinels}")
     for name, site in state.sites.items():
         click.echo(
             f"{name}: carrier {site['carrier_sip']}, AMI {site['ami_port']}, FastAGI {site['fastagi_port']}, "

@@ -1,4 +1,4 @@
-"""The local Verbund: Redis, Asterisk jena and gera, the services, dispatcher desks.
+"""The local Verbund: Redis (a Sentinel set), Asterisk jena and gera, the services, dispatcher desks.
 
 Used by ``verbund112 lab up/down/status/call`` and by the integration tests,
 so the tests run exactly what a newcomer sees. Everything listens on
@@ -34,7 +34,7 @@ from lab.processes import (
     LOOPBACK,
     AsteriskSite,
     LabError,
-    RedisServer,
+    RedisSentinelSet,
     free_rtp_base,
     free_tcp_port,
     free_udp_port,
@@ -119,11 +119,11 @@ def _allocate_ports() -> dict[str, SitePorts]:
 
 @dataclass
 class Verbund:
-    """Redis and both Asterisk sites of one lab instance."""
+    """Redis (master, replica, three sentinels) and both Asterisk sites of one lab instance."""
 
     instance: str
     root: Path
-    redis: RedisServer
+    redis: RedisSentinelSet
     sites: dict[str, AsteriskSite]
     ports: dict[str, SitePorts]
     web_token: str
@@ -158,7 +158,7 @@ class Verbund:
                 "allowed_peers": [LOOPBACK],
                 "secret": site.secrets.fastagi_secret,
             },
-            "redis": {"url": self.redis.url},
+            "redis": self.redis_settings(),
             "web": {
                 "port": self.ports[name].web,
                 "tokens": {
@@ -168,6 +168,15 @@ class Verbund:
                     **{token: {"role": "dispatcher", "name": seat} for seat, token in self.desk_tokens.items()},
                 },
             },
+        }
+
+    def redis_settings(self) -> dict[str, Any]:
+        """The services' `redis` section: through the sentinels (passwords included; keep out of files)."""
+        return {
+            "sentinels": self.redis.sentinel_addresses,
+            "master_name": self.redis.master_name,
+            "password": self.redis.password,
+            "sentinel_password": self.redis.sentinel_password,
         }
 
     def stop(self) -> None:
@@ -223,7 +232,7 @@ def start_verbund(
     ports = _allocate_ports()
     # a throwaway Verbund CA and site certificates at each start: no key is ever committed
     certificates = pki.verbund_pki(directory / instance / "pki", INTERSITE_ADDRESSES)
-    redis = RedisServer(directory / instance / "redis")
+    redis = RedisSentinelSet(directory / instance / "redis")
     sites: dict[str, AsteriskSite] = {}
     try:
         redis.start()
@@ -516,7 +525,7 @@ class LabState:
     """What `lab up` started; written to <lab dir>/lab.json (mode 0600: it holds tokens)."""
 
     instance: str
-    redis_url: str
+    redis: dict[str, Any]  # sentinels and master name (the passwords are in the services' environment only)
     sites: dict[str, dict[str, Any]]
     processes: list[dict[str, Any]] = field(default_factory=list)
     tokens: dict[str, str] = field(default_factory=dict)
@@ -548,12 +557,15 @@ def _service_launch(verbund: Verbund, name: str, directory: Path) -> tuple[list[
     secret_free["ami"] = {k: v for k, v in settings["ami"].items() if k != "secret"}
     secret_free["web"] = {k: v for k, v in settings["web"].items() if k != "tokens"}
     secret_free["fastagi"] = {k: v for k, v in settings["fastagi"].items() if k != "secret"}
+    secret_free["redis"] = {k: v for k, v in settings["redis"].items() if not k.endswith("password")}
     config = directory / f"{name}-service.yaml"
     config.write_text(yaml.safe_dump(secret_free, sort_keys=False))
     env = dict(os.environ)
     env["VERBUND112_AMI__SECRET"] = settings["ami"]["secret"]
     env["VERBUND112_WEB__TOKENS"] = json.dumps(settings["web"]["tokens"])
     env["VERBUND112_FASTAGI__SECRET"] = settings["fastagi"]["secret"]
+    env["VERBUND112_REDIS__PASSWORD"] = settings["redis"]["password"]
+    env["VERBUND112_REDIS__SENTINEL_PASSWORD"] = settings["redis"]["sentinel_password"]
     env["VERBUND112_LOG__FORMAT"] = "console"
     return [sys.executable, "-m", "verbund112", "serve", "--config", str(config)], env
 
@@ -651,12 +663,17 @@ def up(seats_per_site: int = 2, log: Callable[[str], None] = print) -> LabState:
     directory = lab_dir() / instance
     directory.mkdir(parents=True, exist_ok=True)
     processes: list[dict[str, Any]] = [
-        {"role": "redis", "pid": verbund.redis.pid, "marker": "redis-server"},
+        *({"role": f"redis-{n}", "pid": r.pid, "marker": "redis-server"} for n, r in verbund.redis.nodes.items()),
+        *({"role": f"sentinel-{n}", "pid": r.pid, "marker": "sentinel"} for n, r in verbund.redis.sentinels.items()),
         *({"role": f"asterisk-{n}", "pid": s.pid, "marker": "asterisk"} for n, s in verbund.sites.items()),
     ]
     state = LabState(
         instance=instance,
-        redis_url=verbund.redis.url,
+        redis={
+            "sentinels": verbund.redis.sentinel_addresses,
+            "master_name": verbund.redis.master_name,
+            "nodes": {name: node.port for name, node in verbund.redis.nodes.items()},
+        },
         sites={},
         processes=processes,
         tokens={
@@ -701,7 +718,7 @@ def down(log: Callable[[str], None] = print) -> None:
     directory = lab_dir()
     if state is not None:
         # services and desks first, so nothing reconnects to what we stop next
-        for process in sorted(state.processes, key=lambda p: p["role"].startswith(("redis", "asterisk"))):
+        for process in sorted(state.processes, key=lambda p: p["role"].startswith(("redis", "sentinel", "asterisk"))):
             if process["marker"] == "lab.supervisor":
                 stop_supervisor(process["pid"])  # its service too, even if the supervisor was killed
             elif _is_ours(process["pid"], process["marker"]):

@@ -1,4 +1,4 @@
-"""The lab's server processes: redis-server and the Asterisk instances.
+"""The lab's server processes: the Redis Sentinel set and the Asterisk instances.
 
 Everything listens on 127.0.0.1 on free ports. Each class starts its process,
 waits until it really serves (no sleep-and-hope) and stops it without leaving
@@ -10,14 +10,19 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import redis
 
 from lab import rootfs
 from verbund112 import asterisk_config
@@ -137,7 +142,7 @@ def _reap(process: subprocess.Popen | None) -> None:  # type: ignore[type-arg]
 
 @dataclass
 class RedisServer:
-    """redis-server on loopback, no persistence."""
+    """A plain redis-server on loopback, no persistence, no password (the store's tests of `redis.url`)."""
 
     workdir: Path
     port: int = 0
@@ -175,6 +180,293 @@ class RedisServer:
             stop_process(self.pid)
             _reap(self.process)
             self.pid = 0
+
+
+REDIS_MASTER_NAME = "verbund112"  # the name the sentinels monitor the Verbund's Redis by
+REDIS_NODES = ("jena", "gera")  # a redis-server at each site; the first starts as the master
+SENTINELS = ("jena", "gera", "witness")  # quorum 2: the loss of either site leaves a majority
+
+
+def _private_file(path: Path, text: str) -> None:
+    """A file that holds a password: readable by its owner only, from the first byte."""
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(text)
+
+
+@dataclass
+class RedisNode:
+    """One redis-server of the Sentinel set, on loopback, no persistence, password required."""
+
+    name: str
+    workdir: Path
+    password: str
+    port: int = 0
+    replica_of: int | None = None  # at the first start only: the master's port
+    pid: int = 0
+    process: subprocess.Popen | None = None  # type: ignore[type-arg]
+
+    @property
+    def url(self) -> str:
+        return f"redis://:{self.password}@{LOOPBACK}:{self.port}/0"
+
+    def client(self, timeout: float = 1.0) -> redis.Redis:
+        return redis.Redis(host=LOOPBACK, port=self.port, password=self.password, socket_timeout=timeout,
+                           socket_connect_timeout=timeout)  # fmt: skip
+
+    def start(self) -> None:
+        """Start with the configuration it was first given (a restarted master comes back as a
+        master; the sentinels make it a replica)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_tcp_port()
+        config = self.workdir / "redis.conf"
+        if not config.exists():
+            lines = [
+                f"bind {LOOPBACK}", f"port {self.port}", "protected-mode yes", 'save ""', "appendonly no",
+                "daemonize no", f"dir {self.workdir}", f"requirepass {self.password}", f"masterauth {self.password}",
+            ]  # fmt: skip
+            if self.replica_of:
+                lines.append(f"replicaof {LOOPBACK} {self.replica_of}")
+            _private_file(config, "\n".join(lines) + "\n")
+        with (self.workdir / "redis.log").open("ab") as log_file:
+            process = subprocess.Popen(
+                ["redis-server", str(config)], stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.process = process
+        self.pid = process.pid
+        wait_until(self._answers_ping, 10, f"redis-server {self.name}", process)
+
+    def _answers_ping(self) -> bool:
+        with contextlib.suppress(redis.RedisError, OSError), self.client(0.5) as client:
+            return bool(client.ping())
+        return False
+
+    def role(self) -> str:
+        """master, slave (a replica with its link to the master up), syncing, or down."""
+        try:
+            with self.client() as client:
+                info = client.info("replication")
+        except (redis.RedisError, OSError):
+            return "down"
+        if info.get("role") == "slave" and info.get("master_link_status") != "up":
+            return "syncing"
+        return str(info.get("role"))
+
+    def kill(self) -> None:
+        """kill -9: the node dies at once, as in a power cut (its data is gone: no persistence)."""
+        if self.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            _reap(self.process)
+            self.pid = 0
+
+    def stop(self) -> None:
+        if self.pid:
+            stop_process(self.pid)
+            _reap(self.process)
+            self.pid = 0
+
+
+@dataclass
+class SentinelProcess:
+    """One redis-sentinel (Debian's redis-sentinel package: redis-server in sentinel mode)."""
+
+    name: str
+    workdir: Path
+    password: str  # the sentinels' own
+    port: int = 0
+    pid: int = 0
+    process: subprocess.Popen | None = None  # type: ignore[type-arg]
+
+    @property
+    def address(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    def client(self, timeout: float = 1.0) -> redis.Redis:
+        return redis.Redis(host=LOOPBACK, port=self.port, password=self.password, socket_timeout=timeout,
+                           socket_connect_timeout=timeout, decode_responses=True)  # fmt: skip
+
+    def start(self, master_port: int, node_password: str, down_after_ms: int, failover_timeout_ms: int) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_tcp_port()
+        config = self.workdir / "sentinel.conf"  # the sentinel rewrites it with what it learns
+        if not config.exists():
+            lines = [
+                f"bind {LOOPBACK}", f"port {self.port}", "protected-mode yes", "daemonize no",
+                f"dir {self.workdir}", f"requirepass {self.password}", f"sentinel sentinel-pass {self.password}",
+                f"sentinel monitor {REDIS_MASTER_NAME} {LOOPBACK} {master_port} 2",
+                f"sentinel auth-pass {REDIS_MASTER_NAME} {node_password}",
+                f"sentinel down-after-milliseconds {REDIS_MASTER_NAME} {down_after_ms}",
+                f"sentinel failover-timeout {REDIS_MASTER_NAME} {failover_timeout_ms}",
+                f"sentinel parallel-syncs {REDIS_MASTER_NAME} 1",
+            ]  # fmt: skip
+            _private_file(config, "\n".join(lines) + "\n")
+        with (self.workdir / "sentinel.log").open("ab") as log_file:
+            process = subprocess.Popen(
+                [*_sentinel_program(), str(config)], stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.process = process
+        self.pid = process.pid
+        wait_until(self._answers_ping, 10, f"redis-sentinel {self.name}", process)
+
+    def _answers_ping(self) -> bool:
+        with contextlib.suppress(redis.RedisError, OSError), self.client(0.5) as client:
+            return bool(client.ping())
+        return False
+
+    def master_state(self) -> dict[str, Any] | None:
+        """What this sentinel knows of the master (SENTINEL MASTER), None if it does not answer."""
+        try:
+            with self.client() as client:
+                return dict(client.sentinel_master(REDIS_MASTER_NAME))
+        except (redis.RedisError, OSError):
+            return None
+
+    def stop(self) -> None:
+        if self.pid:
+            stop_process(self.pid)
+            _reap(self.process)
+            self.pid = 0
+
+
+def _sentinel_program() -> list[str]:
+    # Debian's redis-sentinel package (scripts/bootstrap); redis-server --sentinel is the same program
+    return ["redis-sentinel"] if shutil.which("redis-sentinel") else ["redis-server", "--sentinel"]
+
+
+@dataclass
+class RedisSentinelSet:
+    """The Verbund's Redis as in production, on loopback: a master ("jena"), a replica ("gera")
+    and three sentinels ("jena", "gera", "witness"; quorum 2), each on a port of its own.
+
+    Passwords are made at each start (``requirepass``/``masterauth`` on the nodes, the
+    sentinels' own). Tests and drills kill the master, ask which node is master now and
+    restart a killed node, which the sentinels turn into a replica.
+    """
+
+    workdir: Path
+    down_after_ms: int = 1000  # a dead master is noticed this soon...
+    failover_timeout_ms: int = 5000  # ...and a failover that got stuck is tried again after this
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    sentinel_password: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    nodes: dict[str, RedisNode] = field(default_factory=dict)
+    sentinels: dict[str, SentinelProcess] = field(default_factory=dict)
+
+    @property
+    def master_name(self) -> str:
+        return REDIS_MASTER_NAME
+
+    @property
+    def sentinel_addresses(self) -> list[str]:
+        return [sentinel.address for sentinel in self.sentinels.values()]
+
+    def start(self) -> None:
+        first, second = REDIS_NODES
+        try:
+            master = RedisNode(first, self.workdir / f"redis-{first}", self.password)
+            self.nodes[first] = master
+            master.start()
+            replica = RedisNode(second, self.workdir / f"redis-{second}", self.password, replica_of=master.port)
+            self.nodes[second] = replica
+            replica.start()
+            wait_until(lambda: replica.role() == "slave", 15, f"redis {second} replicating")
+            for name in SENTINELS:
+                sentinel = SentinelProcess(name, self.workdir / f"sentinel-{name}", self.sentinel_password)
+                self.sentinels[name] = sentinel
+                sentinel.start(master.port, self.password, self.down_after_ms, self.failover_timeout_ms)
+            wait_until(self._sentinels_agree, 20, "sentinels seeing each other and the replica")
+        except BaseException:
+            self.stop()
+            raise
+
+    def _sentinels_agree(self) -> bool:
+        states = [sentinel.master_state() for sentinel in self.sentinels.values() if sentinel.pid]
+        return all(
+            state is not None and int(state["num-other-sentinels"]) == len(states) - 1
+            and int(state["num-slaves"]) >= 1 and "s_down" not in state["flags"]
+            for state in states
+        )  # fmt: skip
+
+    def master(self) -> str | None:
+        """The node the majority of the sentinels that answer name as master (None: no agreement)."""
+        votes: dict[str, int] = {}
+        for sentinel in self.sentinels.values():
+            state = sentinel.master_state() if sentinel.pid else None
+            if state is not None:
+                port = int(state["port"])
+                name = next((n for n, node in self.nodes.items() if node.port == port), "?")
+                votes[name] = votes.get(name, 0) + 1
+        best = max(votes.items(), key=lambda vote: vote[1], default=None)
+        return best[0] if best is not None and best[1] >= 2 else None
+
+    def master_node(self) -> RedisNode:
+        name = self.master()
+        if name is None or name not in self.nodes:
+            raise LabError("the sentinels name no master")
+        return self.nodes[name]
+
+    @property
+    def url(self) -> str:
+        """The current master's URL, password included (for tests that look into Redis directly)."""
+        return self.master_node().url
+
+    @property
+    def pid(self) -> int:
+        """The current master's process."""
+        return self.master_node().pid
+
+    def kill(self, name: str) -> None:
+        """kill -9 a node (drills: the master dies in the middle of the burst)."""
+        self.nodes[name].kill()
+
+    def wait_for_master(self, other_than: str, timeout: float = 30.0) -> str:
+        """Wait until the sentinels name a live master other than ``other_than``; its name."""
+        found: list[str] = []
+
+        def failed_over() -> bool:
+            name = self.master()
+            if name is None or name == other_than or self.nodes[name].role() != "master":
+                return False
+            found.append(name)
+            return True
+
+        wait_until(failed_over, timeout, f"a Redis master other than {other_than}")
+        return found[-1]
+
+    def restart(self, name: str, timeout: float = 40.0) -> None:
+        """Start a killed node again and wait until the sentinels made it a synced replica.
+
+        Only after the failover: a master without persistence restarted before the sentinels
+        promoted its replica would come back empty and the replica would copy the emptiness.
+        """
+        node = self.nodes[name]
+        if node.pid:
+            raise LabError(f"redis {name} is running")
+        if self.master() == name:
+            self.wait_for_master(other_than=name, timeout=timeout)
+        node.start()
+        wait_until(lambda: node.role() == "slave", timeout, f"redis {name} back as a replica")
+
+    def wait_whole(self, timeout: float = 40.0) -> None:
+        """Wait until the sentinels agree on a live master and every other node is its synced
+        replica (after a pause or a restart)."""
+
+        def whole() -> bool:
+            master = self.master()
+            if master is None or self.nodes[master].role() != "master":
+                return False
+            others = [node for name, node in self.nodes.items() if name != master]
+            return all(node.role() == "slave" for node in others) and self._sentinels_agree()
+
+        wait_until(whole, timeout, "the Redis set whole again")
+
+    def stop(self) -> None:
+        """Every node and sentinel stopped and waited for (a process that is gone holds no port)."""
+        for sentinel in self.sentinels.values():
+            sentinel.stop()
+        for node in self.nodes.values():
+            node.stop()
 
 
 @dataclass

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -29,6 +30,7 @@ from telephony.ami import AmiClient, AmiError
 from telephony.fastagi import FastAgiServer, PeerPolicy
 from verbund112.features.abandoned_calls import AbandonedCalls
 from verbund112.features.aml_polls import AmlPull
+from verbund112.features.aml_sink import AmlSink
 from verbund112.features.circling_callers import CirclingCallers
 from verbund112.features.hub import EventHub
 from verbund112.features.overflow_mover import OverflowMover
@@ -71,7 +73,12 @@ class Service:
                                registry=registry)  # fmt: skip
         self.call_records = Outbox("call record", self.store.save_call, dropped)
         self.move_records = Outbox("overflow move", self.store.record_move, dropped)
+        self.aml_sink = AmlSink(self.store, dropped)
         self.abandoned = AbandonedCalls(store=self.store, dropped=dropped, registry=registry)
+        unconfirmed = prom.Gauge("verbund112_outbox_unconfirmed", "writes on the master only, repeated until a "
+                                 "replica has them", ["outbox"], registry=registry)  # fmt: skip
+        for outbox in self._outboxes():
+            unconfirmed.labels(outbox.name).set_function(functools.partial(lambda box: box.unconfirmed, outbox))
         self.circling = CirclingCallers(settings.circling, registry)
         self.overflow = OverflowMover(
             site=site, partner=partner, queue=settings.queue, control=self.ami, rules=self._rules,
@@ -155,7 +162,7 @@ class Service:
             "ami": {"connected": self.ami.is_connected, "connections": self.ami.connections},
             "fastagi": {"requests": stats.requests, "answered": stats.answered, "fallbacks": stats.fallbacks,
                         "rejected": stats.rejected, "refused": stats.refused},
-            "redis": {"reachable": self.store.reachable},
+            "redis": self.store.status(),
             "partner": {"site": self.settings.partner, "reporting": self.partner.alive,
                         "problem": self.partner.problem or None},
             "rules": {"digest": rules.digest if rules else None, "last_error": self.rules.last_error},
@@ -179,10 +186,13 @@ class Service:
         return WebPorts(
             site=self.settings.site, web=self.settings.web, aml=self.settings.aml, status=self.status,
             health=self.health,
-            registry=self.registry, rules=self.rules, cards=self.pops, aml_sink=self.store,
+            registry=self.registry, rules=self.rules, cards=self.pops, aml_sink=self.aml_sink,
             supervision=self.supervision, aml_messages=self.aml_messages,
             aml_signatures_refused=self.aml_signatures_refused,
         )  # fmt: skip
+
+    def _outboxes(self) -> tuple[Outbox[Any], ...]:
+        return self.call_records, self.move_records, self.abandoned.outbox, self.aml_sink.outbox
 
     def _loops(self) -> dict[str, Callable[[], Awaitable[None]]]:
         return {
@@ -191,6 +201,7 @@ class Service:
             "call-records": self.call_records.run,
             "move-records": self.move_records.run,
             "abandoned-calls": self.abandoned.outbox.run,
+            "aml-fixes": self.aml_sink.outbox.run,
             "screen-pops": self.pops.follow_events,
             "announcements": self.pops.follow_announcements,
             "overflow": self.overflow.run,
@@ -225,7 +236,7 @@ class Service:
                 if runner is not None:
                     await runner.cleanup()
                 self.rules.close()
-                for outbox in (self.call_records, self.move_records, self.abandoned.outbox):
+                for outbox in self._outboxes():
                     await outbox.drain(DRAIN_S)
                 await self.store.close()
             finally:

@@ -3,7 +3,9 @@
 Tolerant where real handsets are sloppy, strict where it matters (aml/parse.py).
 A bad message gets 400 with the reason and is logged (without the position);
 a good one is stored in Redis under the caller's E.164 number, expiring after
-aml.retention_s, and announced on the AML update channel. If Redis cannot take
+aml.retention_s, and announced on the AML update channel; the answer comes once
+the master has it (a fix no replica acknowledged yet is kept by the service and
+written again, see verbund112/features/aml_sink.py). If no Redis master can take
 it the sender gets 503 and retries: nothing is lost silently.
 """
 

@@ -4,7 +4,7 @@ The dialplan's hangup handler reports each call's end (V112CallEnded over AMI)
 and keeps each unanswered one in AstDB; the service lists it through an outbox
 that retries while Redis does not answer, and collects AstDB after every AMI
 connect. Checked against the real lab: with the kill switch on (the service is
-never asked), with the service stopped during the call, with Redis paused at
+never asked), with the service stopped during the call, with Redis (both nodes) paused at
 the hangup; answered calls (here and at the partner) are never listed.
 """
 
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.lab
 @pytest.fixture
 async def store(verbund: lab.Verbund) -> AsyncIterator[Store]:
     """The Verbund's store as the dispatchers' callback list reads it."""
-    reader = Store(RedisSettings(url=verbund.redis.url, timeout=2.0), prom.CollectorRegistry())
+    reader = Store(RedisSettings(**verbund.redis_settings(), timeout=2.0), prom.CollectorRegistry())
     yield reader
     await reader.close()
 
@@ -124,7 +124,9 @@ async def test_abandoned_while_redis_is_paused_is_listed_once_after_it_answers(
         with service.hub.subscribe() as seen:
             call = asyncio.create_task(place_call(verbund, "jena", "+4915112347003", hang_up_after_ms=4000))
             await next_event(seen, events.CallerWentRound)
-            os.kill(verbund.redis.pid, signal.SIGSTOP)
+            paused = [node.pid for node in verbund.redis.nodes.values()]  # no master, none to promote
+            for pid in paused:
+                os.kill(pid, signal.SIGSTOP)
             try:
                 ended = await next_event(seen, events.CallEnded, lambda e: e.caller_number == "+4915112347003")
                 assert not ended.answered
@@ -133,7 +135,9 @@ async def test_abandoned_while_redis_is_paused_is_listed_once_after_it_answers(
                 await eventually(lambda: not service.store.reachable, "Redis seen as unreachable")
                 assert outcomes(service, "added") == 0
             finally:
-                os.kill(verbund.redis.pid, signal.SIGCONT)
+                for pid in paused:
+                    os.kill(pid, signal.SIGCONT)
+                await asyncio.to_thread(verbund.redis.wait_whole)
         entry = await listed_once(store, "+4915112347003")
         assert entry.call_id == ended.call_id
         assert outcomes(service, "added") == 1

@@ -140,7 +140,7 @@ async def test_service_reconnects_by_itself_after_asterisk_restarts(
 async def test_calls_are_routed_while_redis_is_down(verbund: lab.Verbund, start_service, start_desks) -> None:
     from lab.processes import free_tcp_port
 
-    service = await start_service("jena", redis={"url": f"redis://127.0.0.1:{free_tcp_port()}/0"})
+    service = await start_service("jena", redis={"url": f"redis://127.0.0.1:{free_tcp_port()}/0", "sentinels": []})
     await start_desks("jena", ["jena-d1"])
     with service.hub.subscribe() as events:
         assert await place_call(verbund, "jena", JENA_CALLER, talk_ms=300) == 0

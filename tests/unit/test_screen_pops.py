@@ -14,7 +14,7 @@ from telephony import events
 from verbund112.features import claims
 from verbund112.features.hub import CallRouted, EventHub
 from verbund112.features.screen_pops import ScreenPops
-from verbund112.store import Announcement, CardData, StoreError
+from verbund112.store import Announcement, CardData, Resubscribed, StoreError
 from verbund112.store.records import AbandonedCall, AmlFixRecord, AnsweredMark, CallRecord, EarlierCall
 
 NOW = 1_800_000_000.0
@@ -286,3 +286,32 @@ async def test_a_call_read_again_after_an_ami_reconnect_is_not_popped_twice() ->
     await pops.on_event(recovered(answered("gera-8.1", dispatcher="jena-d2", leg="jena-9.8")))
     assert (len(screens.sent), len(store.card_reads)) == (sent, reads)
     assert pops.card_of("jena-d1")["call_id"] == "jena-8.1"
+
+
+class ResubscribingStore(FakeStore):
+    """The store's subscription came back twice (a Redis failover); its AML trail has what was written meanwhile."""
+
+    def __init__(self, trail: list[AmlFixRecord]) -> None:
+        super().__init__()
+        self.trail = trail
+
+    async def aml_trail(self, e164: str) -> list[AmlFixRecord]:
+        return list(self.trail)
+
+    async def announcements(self) -> AsyncIterator[Announcement]:
+        yield Resubscribed()
+        yield Resubscribed()
+
+
+async def test_after_a_resubscription_a_fix_missed_meanwhile_reaches_the_card_once_and_the_list_is_sent() -> None:
+    fix = AmlFixRecord(lat=50.93, lon=11.59, radius_m=12, time=NOW - 5, received=NOW - 4)
+    store = ResubscribingStore([fix])
+    pops, screens, _ = pops_with(store)
+    await pops.on_event(routed("jena-9.1"))
+    await pops.on_event(answered("jena-9.1"))
+    assert not [loc for loc in pops.card_of("jena-d1")["locations"] if loc["source"] == "aml"]  # type: ignore[index]
+    await pops.follow_announcements()  # the announcement published while nobody listened was lost
+    locations = [m for d, m in screens.sent if d == "jena-d1" and m["type"] == "location"]
+    assert len(locations) == 1  # the second resubscription finds the card up to date
+    assert locations[0]["location"]["fix_time"] == NOW - 5
+    assert [m["type"] for d, m in screens.sent if d == "*"] == ["abandoned", "abandoned"]

@@ -44,3 +44,31 @@ def test_unknown_keys_are_refused(tmp_path: Path) -> None:
 def test_missing_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         load_settings(tmp_path / "nowhere.yaml")
+
+
+def test_redis_through_the_sentinels_with_passwords_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "jena.yaml"
+    config.write_text("redis:\n  sentinels: ['10.1.0.5:26379', '10.2.0.5:26379', 'witness.example:26379']\n")
+    monkeypatch.setenv("VERBUND112_REDIS__PASSWORD", "nodes-secret")
+    monkeypatch.setenv("VERBUND112_REDIS__SENTINEL_PASSWORD", "sentinels-secret")
+
+    redis = load_settings(config).redis
+
+    assert redis.through_sentinels and redis.url is None and redis.master_name == "verbund112"
+    assert redis.acks_needed == 1  # the replica at the other site must have each kept write
+    assert redis.password is not None and redis.password.get_secret_value() == "nodes-secret"
+    assert "secret" not in repr(redis)
+
+
+def test_redis_is_either_one_plain_redis_or_the_sentinels_never_both(tmp_path: Path) -> None:
+    config = tmp_path / "both.yaml"
+    config.write_text("redis:\n  url: redis://10.1.0.5:6379/0\n  sentinels: ['10.1.0.5:26379']\n")
+    with pytest.raises(ValidationError, match="either url"):
+        load_settings(config)
+    config.write_text("redis:\n  sentinels: ['no port here']\n")
+    with pytest.raises(ValidationError, match=r"redis\.sentinels\.0"):
+        load_settings(config)
+    plain = load_settings().redis  # neither: the plain Redis on 127.0.0.1:6379
+    assert plain.url is None and not plain.through_sentinels and plain.acks_needed == 0

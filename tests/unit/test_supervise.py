@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import prometheus_client as prom
 import pytest
 
 from verbund112.features.supervise import Outbox, Supervisor
-from verbund112.store import StoreError
+from verbund112.store import NotReplicated, StoreError
 
 
 async def test_a_loop_that_dies_is_restarted_counted_and_logged(caplog: pytest.LogCaptureFixture) -> None:
@@ -115,3 +116,47 @@ async def test_an_outbox_is_drained_at_stop_when_the_store_answers() -> None:
     outbox.put(8)
     await outbox.drain(1.0)
     assert written == [7, 8]
+
+
+class ReplicaAway:
+    """A store whose master takes every write but whose replica acknowledges none until it is back."""
+
+    def __init__(self) -> None:
+        self.replica_up = False
+        self.writes: list[str] = []
+        self.master_has: set[str] = set()
+        self.replicated: set[str] = set()
+        self.written = asyncio.Event()
+
+    async def write(self, item: str) -> None:
+        self.writes.append(item)
+        self.master_has.add(item)  # idempotent, as the store's writes are
+        self.written.set()
+        if not self.replica_up:
+            raise NotReplicated(None)
+        self.replicated |= self.master_has
+
+
+async def test_an_outbox_writes_again_what_no_replica_acknowledged_until_one_does() -> None:
+    store = ReplicaAway()
+    outbox: Outbox[str] = Outbox("test", store.write, prom.Counter("d", "d", ["outbox"]), confirm_every=0.01)
+    runner = asyncio.create_task(outbox.run())
+    try:
+        outbox.put("call-1")
+        await outbox.write_now("call-2")  # for an answer now: done once the master has it
+        async with asyncio.timeout(5):
+            while outbox.unconfirmed < 2:
+                store.written.clear()
+                await store.written.wait()
+        assert store.master_has == {"call-1", "call-2"} and store.replicated == set()
+        store.master_has.clear()  # the master died unreplicated; the new one has neither
+        store.replica_up = True
+        async with asyncio.timeout(5):
+            while outbox.unconfirmed:
+                store.written.clear()
+                await store.written.wait()
+        assert store.replicated == {"call-1", "call-2"}
+    finally:
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner

@@ -22,6 +22,7 @@ from telephony import events
 from telephony.ami import AmiError
 from verbund112.features.screen_pops import e164_or_none
 from verbund112.features.supervise import Outbox
+from verbund112.store import NotReplicated
 from verbund112.store.records import AbandonedCall
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,14 @@ class AbandonedCalls:
         log.warning("dialplan report %s skipped: %s", event.name, event.problem)
 
     async def _write(self, entry: AbandonedCall) -> None:
-        outcome = await self._store.add_abandoned_once(entry)
+        try:
+            outcome = await self._store.add_abandoned_once(entry)
+        except NotReplicated as exc:  # written; the outbox repeats it until a replica has it ("seen" then)
+            self._counted(entry, str(exc.result))
+            raise
+        self._counted(entry, outcome)
+
+    def _counted(self, entry: AbandonedCall, outcome: str) -> None:
         self.outcomes.labels(outcome).inc()
         if outcome == "added":
             log.info("call %s abandoned before an answer: on the callback list", entry.call_id)

@@ -113,6 +113,18 @@ class CallLedger:
         """Dispatchers whose card is of a call from this number."""
         return [dispatcher for dispatcher, card in self._cards.items() if card.get("caller") == number]
 
+    def held_numbers(self) -> list[str]:
+        """The numbers of the calls dispatchers hold now."""
+        return list(dict.fromkeys(str(card["caller"]) for card in self._cards.values() if card.get("caller")))
+
+    def is_newer_aml(self, dispatcher: str, fix_time: float) -> bool:
+        """Is an AML fix of this time newer than the one on the dispatcher's card (or the card has none)?"""
+        card = self._cards.get(dispatcher)
+        if card is None:
+            return False
+        shown = [loc.get("fix_time") or 0.0 for loc in card.get("locations", ()) if loc.get("source") == "aml"]
+        return not shown or fix_time > max(shown)
+
     def new_location(self, dispatcher: str, location: dict[str, Any]) -> Card:
         """A newer position of the source ``location["source"]`` replaces the card's older one."""
         card = self._cards[dispatcher]

@@ -42,6 +42,7 @@ def location_from_aml(fix: dict[str, Any], now: float, places: Places | None = N
         "altitude_m": fix.get("altitude_m"),
         "confidence": fix.get("confidence"),
         "age_s": max(0.0, now - float(fix.get("time") or now)),
+        "fix_time": fix.get("time"),  # to tell a fix read again after a failover from the one shown
         **_where(place),
     }
 

@@ -13,10 +13,12 @@ a leg from the partner only claims its id, checked against the store first
 logged and counted. AML updates announced by any site reach the dispatcher
 holding the call, and changes of the Verbund's callback list reach every
 screen (the list itself is filled by abandoned_calls.py from the dialplan's
-own report of each call's end). After an AMI (re)connect the calls the
-dispatchers hold come again (read with Status, ``recovered``): a restarted
-service gives each its card through the same path, and a call whose card the
-dispatcher has already is not popped twice.
+own report of each call's end). After the store's subscription was lost (a
+Redis failover) both are read again from the keys: what was announced
+meanwhile is gone. After an AMI (re)connect the calls the dispatchers hold
+come again (read with Status, ``recovered``): a restarted service gives each
+its card through the same path, and a call whose card the dispatcher has
+already is not popped twice.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from verbund112.features import claims
 from verbund112.features.call_ledger import CallLedger
 from verbund112.features.cards import REPEAT_WINDOW_S, build_card, location_from_aml
 from verbund112.features.hub import CallRouted, EventHub
-from verbund112.store import AbandonedChanged, AmlUpdated, Announcement, CardData, StoreError
+from verbund112.store import AbandonedChanged, AmlUpdated, Announcement, CardData, Resubscribed, StoreError
 from verbund112.store.records import AbandonedCall, AmlFixRecord, AnsweredMark, CallRecord, EarlierCall
 
 log = logging.getLogger(__name__)
@@ -131,6 +133,8 @@ class ScreenPops:
                     await self._aml_update(announcement.number)
                 elif isinstance(announcement, AbandonedChanged):
                     self._screens.broadcast(await self.abandoned_message())
+                elif isinstance(announcement, Resubscribed):
+                    await self._read_again()
             except StoreError as exc:
                 log.warning("announcement not handled, Redis: %s", exc)
 
@@ -246,14 +250,25 @@ class ScreenPops:
     async def callback_done(self, call_id: str) -> bool:
         return await self._store.callback_done(call_id)
 
-    async def _aml_update(self, number: str) -> None:
+    async def _aml_update(self, number: str, *, only_newer: bool = False) -> None:
+        """The number's newest fix to the dispatchers holding a call from it (only_newer: unless
+        their card shows that fix or a newer one already)."""
         holders = self.ledger.holders(number)
         if not holders:
             return
         trail = await self._store.aml_trail(number)
         if not trail:
             return
-        location = location_from_aml(trail[0].as_dict(), self._clock(), self._places())
+        now = self._clock()
+        location = location_from_aml(trail[0].as_dict(), now, self._places())
         for dispatcher in holders:
+            if only_newer and not self.ledger.is_newer_aml(dispatcher, trail[0].time):
+                continue
             card = self.ledger.new_location(dispatcher, location)
             self._screens.send(dispatcher, {"type": "location", "call_id": card["call_id"], "location": location})
+
+    async def _read_again(self) -> None:
+        """After a (re)subscription: the AML trails of the calls held here and the callback list."""
+        for number in self.ledger.held_numbers():
+            await self._aml_update(number, only_newer=True)
+        self._screens.broadcast(await self.abandoned_message())

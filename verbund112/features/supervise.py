@@ -1,8 +1,9 @@
-"""Long-lived loops that survive their own bugs, and writes that wait for Redis in an outbox."""
+"""Long-lived loops that survive their own bugs, and writes that wait for Redis (and its replica) in an outbox."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -11,7 +12,7 @@ from typing import Generic, TypeVar
 
 import prometheus_client as prom
 
-from verbund112.store import StoreError
+from verbund112.store import NotReplicated, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +50,22 @@ class Supervisor:
 class Outbox(Generic[T]):
     """Writes to the store that must not hold up their producer: queued, written in order, drained at stop.
 
-    Full (Redis down for long): the newest write is refused, logged and counted.
+    An item counts as written once a replica has it too: one the store wrote on the master
+    only (NotReplicated) is kept and written again (the writes are idempotent) until a
+    replica acknowledges it, so a failover right after the write loses nothing. Full
+    (Redis down for long): the newest write is refused, logged and counted.
     """
 
     def __init__(self, name: str, write: Callable[[T], Awaitable[object]], dropped: prom.Counter,
-                 maxsize: int = 10000) -> None:  # fmt: skip
+                 maxsize: int = 10000, confirm_every: float = 1.0) -> None:  # fmt: skip
         self.name = name
         self._write = write
         self._dropped = dropped
         self._queue: asyncio.Queue[T] = asyncio.Queue(maxsize)
+        self._unconfirmed: collections.deque[T] = collections.deque()  # oldest first
+        self._maxsize = maxsize
         self._retry_delay = 0.2
+        self._confirm_every = confirm_every
 
     def put(self, item: T) -> None:
         try:
@@ -70,22 +77,70 @@ class Outbox(Generic[T]):
     def __len__(self) -> int:
         return self._queue.qsize()
 
+    @property
+    def unconfirmed(self) -> int:
+        """Items on the master only, to be written again until a replica has them."""
+        return len(self._unconfirmed)
+
+    async def write_now(self, item: T) -> None:
+        """Write at once (for a caller that answers someone): done when the master has it; kept
+        and written again here until a replica has it too. Raises StoreError if not written."""
+        try:
+            await self._write(item)
+        except NotReplicated:
+            self._keep(item)
+
+    def _keep(self, item: T) -> None:
+        if len(self._unconfirmed) >= self._maxsize:
+            self._unconfirmed.popleft()
+            self._dropped.labels(self.name).inc()
+            log.error("%s: the oldest write no replica acknowledged is no longer repeated (too many)", self.name)
+        self._unconfirmed.append(item)
+
     async def run(self) -> None:
-        """Write queued items; an item Redis refused is retried (Redis may come back)."""
+        """Write queued items; repeat those no replica acknowledged yet."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._confirm_loop())
+            await self._write_loop()
+
+    async def _write_loop(self) -> None:
+        """An item Redis refused is retried (Redis may come back)."""
         while True:
             item = await self._queue.get()
             while True:
                 try:
                     await self._write(item)
                     break
+                except NotReplicated:
+                    self._keep(item)
+                    break
                 except StoreError as exc:
                     log.warning("%s not stored yet (%s); retrying", self.name, exc)
                     await asyncio.sleep(self._retry_delay)
             self._queue.task_done()
+
+    async def _confirm_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._confirm_every)
+            await self.confirm()
+
+    async def confirm(self) -> None:
+        """Write the unacknowledged items again, oldest first; stop at the first no replica acknowledges."""
+        while self._unconfirmed:
+            item = self._unconfirmed[0]
+            try:
+                await self._write(item)
+            except StoreError:
+                return  # NotReplicated included: the replica is still away; next round
+            if self._unconfirmed and self._unconfirmed[0] is item:
+                self._unconfirmed.popleft()
+            log.info("%s: a write no replica had acknowledged is on a replica now", self.name)
 
     async def drain(self, within: float) -> None:
         """At stop: the last items written, if Redis answers within the time."""
         with contextlib.suppress(TimeoutError, StoreError):
             async with asyncio.timeout(within):
                 while not self._queue.empty():
-                    await self._write(self._queue.get_nowait())
+                    with contextlib.suppress(NotReplicated):
+                        await self._write(self._queue.get_nowait())
+                await self.confirm()

@@ -16,13 +16,15 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
+from urllib.parse import urlsplit
 
 import prometheus_client as prom
 import redis.asyncio as aioredis
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, ValidationError, model_validator
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
 from overflow.state import SiteSnapshot, SnapshotError
 from routing.decision import AmlFix
@@ -45,13 +47,32 @@ _E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
 _CALL_ID = re.compile(r"^[-0-9A-Za-z._]{1,80}$")
 
 
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+
+
 class RedisSettings(BaseModel):
-    """The shared store of both sites (settings section `redis`)."""
+    """The shared store of both sites (settings section `redis`).
+
+    Either through Redis Sentinel (``sentinels`` and ``master_name``: the store follows a
+    failover by itself) or one plain Redis (``url``); not both. Neither: the plain Redis
+    at DEFAULT_URL.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    url: str = "redis://127.0.0.1:6379/0"
+    url: str | None = Field(default=None, description="one plain Redis; not with sentinels")
+    sentinels: list[Annotated[str, StringConstraints(pattern=r"^[^\s:]+:[0-9]{1,5}$")]] = Field(
+        default_factory=list, description="host:port of each sentinel; not with url"
+    )
+    master_name: str = Field(default="verbund112", min_length=1, description="the name the sentinels monitor")
+    password: SecretStr | None = Field(default=None, description="requirepass of the Redis nodes")
+    sentinel_password: SecretStr | None = Field(default=None, description="requirepass of the sentinels")
+    sentinel_timeout: float = Field(default=0.3, gt=0, description="per question to a sentinel, seconds")
     timeout: float = Field(default=0.5, gt=0, description="per Redis command, seconds")
+    # A write that must survive a failover counts as done once this many replicas have it.
+    # None: 1 through sentinels (the replica at the other site), 0 with a plain Redis.
+    replica_acks: int | None = Field(default=None, ge=0, le=4)
+    replica_ack_timeout: float = Field(default=0.25, gt=0, description="WAIT for the replicas, seconds")
     heartbeat_interval: float = Field(default=0.5, gt=0)
     # A site that stops is seen as gone after at most heartbeat_ttl + heartbeat_interval (2 s).
     heartbeat_ttl: float = Field(default=1.5, gt=0, description="partner counts as unknown after this")
@@ -62,9 +83,39 @@ class RedisSettings(BaseModel):
         description="seconds a caller number or position may stay in Redis",
     )  # fmt: skip
 
+    @model_validator(mode="after")
+    def _one_way_to_redis(self) -> RedisSettings:
+        if self.url is not None and self.sentinels:
+            raise ValueError("redis: give either url (one plain Redis) or sentinels, not both")
+        if self.acks_needed and self.replica_ack_timeout >= self.timeout:
+            raise ValueError("redis.replica_ack_timeout must be shorter than redis.timeout (the WAIT is a command)")
+        return self
+
+    @property
+    def through_sentinels(self) -> bool:
+        return bool(self.sentinels)
+
+    @property
+    def acks_needed(self) -> int:
+        if self.replica_acks is not None:
+            return self.replica_acks
+        return 1 if self.through_sentinels else 0
+
 
 class StoreError(Exception):
     """Redis did not answer in time or at all."""
+
+
+class NotReplicated(StoreError):
+    """Written on the master, but no replica acknowledged it within redis.replica_ack_timeout.
+
+    The write is done (``result`` is what it returned); it would be lost if the master died
+    now. Whoever must not lose it keeps it and writes it again (every such write is idempotent).
+    """
+
+    def __init__(self, result: Any) -> None:
+        super().__init__("no replica acknowledged the write in time")
+        self.result = result
 
 
 def being_cancelled() -> bool:
@@ -91,7 +142,41 @@ class AbandonedChanged:
     call_id: str
 
 
-Announcement = AmlUpdated | AbandonedChanged
+@dataclass(frozen=True, slots=True)
+class Resubscribed:
+    """Announced after each (re)subscription: what was published meanwhile is lost, read the keys again."""
+
+
+Announcement = AmlUpdated | AbandonedChanged | Resubscribed
+
+
+class _WatchedSentinelPool(SentinelConnectionPool):
+    """redis-py's Sentinel pool, telling the store which master each new connection goes to."""
+
+    on_master: Callable[[str], None] | None = None
+
+    async def get_master_address(self) -> Any:
+        address = await super().get_master_address()  # type: ignore[no-untyped-call]
+        if self.on_master is not None:
+            self.on_master(f"{address[0]}:{address[1]}")
+        return address
+
+
+def _connect(settings: RedisSettings) -> tuple[aioredis.Redis, Sentinel | None]:
+    """A client of the master: through the sentinels (follows a failover), or of the one plain Redis."""
+    password = None if settings.password is None else settings.password.get_secret_value()
+    timeouts: dict[str, Any] = {"socket_timeout": settings.timeout, "socket_connect_timeout": settings.timeout}
+    if not settings.through_sentinels:
+        return aioredis.Redis.from_url(settings.url or DEFAULT_URL, password=password, **timeouts), None
+    sentinel_password = None if settings.sentinel_password is None else settings.sentinel_password.get_secret_value()
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        [(host, int(port)) for host, port in (address.rsplit(":", 1) for address in settings.sentinels)],
+        sentinel_kwargs={"password": sentinel_password, "socket_timeout": settings.sentinel_timeout,
+                         "socket_connect_timeout": settings.sentinel_timeout},
+        password=password, **timeouts,
+    )  # fmt: skip
+    client = sentinel.master_for(settings.master_name, connection_pool_class=_WatchedSentinelPool)
+    return client, sentinel
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,10 +201,15 @@ class Store:
         self.settings = settings
         self.within = settings.timeout
         self.max_age_s = settings.personal_data_max_age_s
-        self.redis = aioredis.Redis.from_url(
-            settings.url, socket_timeout=settings.timeout, socket_connect_timeout=settings.timeout
-        )
+        self.redis, self._sentinel = _connect(settings)
         self.reachable = False
+        # the master as this service last saw it (a plain Redis: its address)
+        self.master: str | None = None if settings.through_sentinels else _address_of(settings.url or DEFAULT_URL)
+        self._degraded_since: float | None = None  # monotonic; None while a master answers
+        self._degraded_before_s = 0.0  # earlier spells without a master, summed
+        self.failovers_seen = 0
+        if isinstance(self.redis.connection_pool, _WatchedSentinelPool):
+            self.redis.connection_pool.on_master = self._master_seen
         self.bad_values = prom.Counter(
             "verbund112_store_bad_values", "values read from Redis that did not parse, skipped", ["what"],
             registry=registry,
@@ -128,15 +218,72 @@ class Store:
             "verbund112_call_records_not_overwritten", "call records not written: one existed for the call id (kept)",
             registry=registry,
         )  # fmt: skip
-        self._create_call = self.redis.register_script(retention.CREATE_CALL)
-        prom.Gauge("verbund112_redis_up", "1 while Redis answers", registry=registry).set_function(
-            lambda: 1.0 if self.reachable else 0.0
+        self.failovers = prom.Counter(
+            "verbund112_redis_failovers", "the Redis master changed, as seen by this service", registry=registry
         )
+        self.unreplicated = prom.Counter(
+            "verbund112_redis_writes_unreplicated", "writes no replica acknowledged in time (kept and written again)",
+            ["what"], registry=registry,
+        )  # fmt: skip
+        self.master_info = prom.Info("verbund112_redis_master", "the Redis master this service writes to",
+                                     registry=registry)  # fmt: skip
+        self.master_info.info({"address": self.master or ""})
+        prom.Gauge("verbund112_redis_up", "1 while Redis answers (0: degraded, no master reachable)",
+                   registry=registry).set_function(lambda: 1.0 if self.reachable else 0.0)  # fmt: skip
+        prom.Gauge("verbund112_redis_degraded_seconds", "seconds this service had no reachable Redis master, in all",
+                   registry=registry).set_function(self.degraded_s)  # fmt: skip
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(self.within):
                 await self.redis.aclose()
+        if self._sentinel is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self.within):
+                    await self._sentinel.aclose()
+
+    # -- the master ------------------------------------------------------------------
+
+    def _master_seen(self, address: str) -> None:
+        if address == self.master:
+            return
+        if self.master is not None:
+            self.failovers_seen += 1
+            self.failovers.inc()
+            log.warning("Redis master is now %s (was %s)", address, self.master)
+        else:
+            log.info("Redis master is %s", address)
+        self.master = address
+        self.master_info.info({"address": address})
+
+    def _mark_reachable(self, reachable: bool) -> None:
+        if reachable == self.reachable:
+            return
+        now = time.monotonic()
+        if reachable:
+            log.info("Redis reachable")
+            if self._degraded_since is not None:
+                self._degraded_before_s += now - self._degraded_since
+                self._degraded_since = None
+        else:
+            self._degraded_since = now
+        self.reachable = reachable
+
+    def degraded_s(self) -> float:
+        """Seconds without a reachable master since the start (the current spell included)."""
+        current = 0.0 if self._degraded_since is None else time.monotonic() - self._degraded_since
+        return self._degraded_before_s + current
+
+    def status(self) -> dict[str, Any]:
+        """For /api/v1/status: degraded while no master answers (calls are routed all the same)."""
+        return {
+            "reachable": self.reachable,
+            "degraded": not self.reachable,
+            "mode": "sentinel" if self.settings.through_sentinels else "single",
+            "master": self.master,
+            "failovers": self.failovers_seen,
+            "degraded_s": round(self.degraded_s(), 3),
+        }
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -149,19 +296,33 @@ class Store:
                 raise asyncio.CancelledError from exc
             if self.reachable:
                 log.warning("Redis unreachable: %s (calls are not affected)", exc or type(exc).__name__)
-            self.reachable = False
+            self._mark_reachable(False)
             raise StoreError(str(exc) or type(exc).__name__) from exc
         if being_cancelled():  # redis-py can also swallow a cancellation and answer as if nothing happened
             raise asyncio.CancelledError
-        if not self.reachable:
-            log.info("Redis reachable")
-        self.reachable = True
+        self._mark_reachable(True)
         return result
 
     async def _pipeline(self, fill: Any, transaction: bool = True, within: float | None = None) -> list[Any]:
         async with self.redis.pipeline(transaction=transaction) as pipe:
             fill(pipe)
             return list(await self._guarded(pipe.execute(), within))
+
+    async def _replicated(self, what: str, fill: Any) -> list[Any]:
+        """Writes, then WAIT for redis.replica_acks replicas, on one connection (WAIT counts that
+        connection's writes). Raises NotReplicated when too few acknowledged in time."""
+        acks = self.settings.acks_needed
+
+        def writes_and_wait(pipe: Any) -> None:
+            fill(pipe)
+            if acks:
+                pipe.wait(acks, int(self.settings.replica_ack_timeout * 1000))
+
+        results = await self._pipeline(writes_and_wait, transaction=False)
+        if acks and int(results.pop()) < acks:
+            self.unreplicated.labels(what).inc()
+            raise NotReplicated(results)
+        return results
 
     def _bad(self, what: str, problem: str) -> None:
         self.bad_values.labels(what).inc()
@@ -207,10 +368,12 @@ class Store:
 
         Each fix is gone ``ttl_s`` (at most the personal-data maximum) after it was received:
         older fixes are dropped and the trail expires with its oldest fix, never later.
+        Idempotent: the same fix written again (after a failover) is not added twice.
+        Raises NotReplicated when the fix is on the master only.
         """
         max_age = min(ttl_s, self.max_age_s)
         # the number only on the channel: subscribers read the store
-        await self._guarded(self.redis.eval(
+        await self._replicated("aml-fix", lambda pipe: pipe.eval(
             retention.ADD_TO_TRAIL, 1, keys.aml(e164),
             record.to_json(), max_age, keys.AML_TRAIL_KEEP, keys.AML_UPDATES_CHANNEL, e164,
         ))  # fmt: skip
@@ -230,15 +393,15 @@ class Store:
 
         A record that exists is never overwritten (nor its number's index touched): whatever
         asks second for the same call id, the dispatcher sees what the first request knew.
-        False (logged, counted) when the record was there already.
+        False (logged, counted) when another record was there already; the same record
+        written again (after a failover) counts as created. Raises NotReplicated when the
+        record is on the master only.
         """
         index = keys.calls_by_number(record.caller) if _E164.match(record.caller) else None
-        created = await self._guarded(
-            self._create_call(
-                keys=[keys.call(record.call_id), *([index] if index else [])],
-                args=[record.to_json(), record.call_id, record.routed_at, self.max_age_s, keys.CALLS_PER_NUMBER_KEPT],
-            )
-        )  # fmt: skip
+        (created,) = await self._replicated("call", lambda pipe: pipe.eval(
+            retention.CREATE_CALL, 2 if index else 1, keys.call(record.call_id), *([index] if index else []),
+            record.to_json(), record.call_id, record.routed_at, self.max_age_s, keys.CALLS_PER_NUMBER_KEPT,
+        ))  # fmt: skip
         if not created:
             self.call_records_kept.inc()
             log.warning("call record for %s exists already: the first one is kept", record.call_id)
@@ -299,14 +462,20 @@ class Store:
         after an AMI reconnect) is not listed twice, nor again after its callback was done.
         An index (sorted by time) plus one key per call, each gone the personal-data maximum
         after the call ended. Returns "added", "seen", "answered" or "expired".
+        Raises NotReplicated (with the outcome) when the entry is on the master only.
         """
-        result = await self._guarded(self.redis.eval(
-            retention.ADD_ABANDONED_ONCE, 4,
-            keys.abandoned_seen(entry.call_id), keys.answered(entry.call_id), keys.abandoned_entry(entry.call_id),
-            keys.ABANDONED_KEY,
-            entry.call_id, entry.to_json(), entry.at, self.max_age_s, keys.ABANDONED_SEEN_S, keys.ABANDONED_CHANNEL,
-        ))  # fmt: skip
-        return result.decode() if isinstance(result, bytes) else str(result)
+        try:
+            (result,) = await self._replicated("abandoned", lambda pipe: pipe.eval(
+                retention.ADD_ABANDONED_ONCE, 4,
+                keys.abandoned_seen(entry.call_id), keys.answered(entry.call_id), keys.abandoned_entry(entry.call_id),
+                keys.ABANDONED_KEY,
+                entry.call_id, entry.to_json(), entry.at, self.max_age_s, keys.ABANDONED_SEEN_S,
+                keys.ABANDONED_CHANNEL,
+            ))  # fmt: skip
+        except NotReplicated as exc:
+            exc.result = _outcome(exc.result[0])
+            raise
+        return _outcome(result)
 
     async def abandoned_calls(self) -> list[AbandonedCall]:
         raw_ids = await self._guarded(
@@ -330,9 +499,12 @@ class Store:
     # -- overflow moves ------------------------------------------------------------
 
     async def record_move(self, entry: MoveRecord) -> None:
-        """One overflow move and its outcome, for the supervisor view (kept one hour)."""
+        """One overflow move and its outcome, for the supervisor view (kept one hour).
 
-        await self._guarded(self.redis.eval(
+        Idempotent (the same move is one member of the set). Raises NotReplicated when the
+        move is on the master only.
+        """
+        await self._replicated("overflow-move", lambda pipe: pipe.eval(
             retention.ADD_SCORED, 1, keys.MOVES_KEY,
             json.dumps(entry.as_dict(), sort_keys=True), entry.at, keys.MOVES_KEEP_S, 0,
         ))  # fmt: skip
@@ -386,7 +558,9 @@ class Store:
     # -- announcements -------------------------------------------------------------
 
     async def announcements(self) -> AsyncIterator[Announcement]:
-        """The Verbund's announcements, for ever: resubscribes after a lost connection."""
+        """The Verbund's announcements, for ever: resubscribes after a lost connection (through the
+        sentinels: on the master of now), then announces Resubscribed (what was published while
+        no subscription stood is gone; the keys hold it)."""
         delay = 0.2
         while True:
             pubsub = self.redis.pubsub()
@@ -394,6 +568,7 @@ class Store:
                 async with asyncio.timeout(self.within):
                     await pubsub.subscribe(keys.AML_UPDATES_CHANNEL, keys.ABANDONED_CHANNEL)
                 delay = 0.2
+                yield Resubscribed()
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if being_cancelled():  # redis-py may swallow the cancellation and return None
@@ -405,7 +580,7 @@ class Store:
                     raise asyncio.CancelledError from exc
                 log.warning("Redis announcements lost (%s); listening again in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, 1.0)  # a failover takes a few seconds: not much longer
             finally:
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(1.0):
@@ -421,3 +596,12 @@ class Store:
             call_id = self._text("abandoned-update", data, _CALL_ID)
             return None if call_id is None else AbandonedChanged(call_id)
         return None
+
+
+def _outcome(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def _address_of(url: str) -> str:
+    parsed = urlsplit(url)
+    return f"{parsed.hostname}:{parsed.port or 6379}"

@@ -43,11 +43,15 @@ return 1
 # A call record, create-only (a second request for the same call id, a forged one say, changes
 # nothing), and only then the call in its number's index.
 # KEYS: the record, [the number's index]; ARGV: record (JSON), call id, created at (epoch s),
-# max age (s), calls kept per number. Returns 1 when created, 0 when a record was there.
+# max age (s), calls kept per number. Returns 1 when created, 0 when another record was there;
+# the same record written again (an outbox repeating its write after a failover) is 1, unchanged.
 CREATE_CALL = (
     _HELPERS
     + """
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[4]) then return 0 end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[4]) then
+  if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end
+  return 0
+end
 if KEYS[2] then
   local now = now_s()
   add_scored(KEYS[2], ARGV[2], math.min(tonumber(ARGV[3]), now), tonumber(ARGV[4]), tonumber(ARGV[5]), now)
@@ -58,9 +62,11 @@ return 1
 
 # An AML trail: a list, newest first, of JSON fixes with their "received" time.
 # KEYS[1] the trail; ARGV: the fix (JSON), max age (s), keep, channel, number (announced)
+# The same fix written again (after a failover) is not added twice: returns 0, announces nothing.
 ADD_TO_TRAIL = (
     _HELPERS
     + """
+if redis.call('LPOS', KEYS[1], ARGV[1]) then return 0 end
 local now = now_s()
 local max_age = tonumber(ARGV[2])
 redis.call('LPUSH', KEYS[1], ARGV[1])
