@@ -217,6 +217,15 @@ class AmiClient:
                 found.append(events.BadDialplanEvent(self.site, "outbox entry", str(exc)))
         return found
 
+    async def answered_calls(self) -> list[events.DispatcherAnswered]:
+        """The calls a dispatcher of this site holds right now (Status: write class reporting).
+
+        Read after every connect: the AgentConnect of a call answered while the
+        service was down or AMI was cut is never sent again.
+        """
+        answer = await self.action({"Action": "Status", "Variables": ",".join(events.ANSWERED_CALL_VARIABLES)})
+        return events.answered_calls(answer if isinstance(answer, list) else [answer], self.site)
+
     async def withdraw_caller(self, queue: str, channel: str, info: str) -> None:
         """Take a caller who is still waiting out of the queue, back to the dialplan.
 

@@ -110,6 +110,7 @@ class DispatcherAnswered(CallEvent):
     from_site: str
     answered_at: float = 0.0  # Asterisk's Timestamp of the event (manager.conf timestampevents)
     channel: str = ""  # the caller's channel: an inter-site one only claims its call id
+    recovered: bool = False  # read from Status after an AMI connect: the answer itself was missed
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,6 +366,7 @@ def _agent_connect(m: RawMessage, site: str) -> DispatcherAnswered:
         from_site=channel_variables(m).get(dialplan.FROM_SITE, ""),
         answered_at=_float(m, "Timestamp"),
         channel=_text(m, "Channel"),
+        recovered=False,
     )
 
 
@@ -432,6 +434,42 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "queuemember": ("Queue", "Name"),
     "userevent": ("UserEvent",),
 }
+
+
+# What app_queue sets on the caller's channel once a member answered (queues.conf setinterfacevar,
+# setqueueentryvar), asked for with Status: the answered calls after a (re)connect.
+ANSWERED_CALL_VARIABLES = ("MEMBERNAME", "MEMBERINTERFACE", "QEHOLDTIME")
+
+
+def answered_calls(answer: list[RawMessage], site: str) -> list[DispatcherAnswered]:
+    """The calls a dispatcher of this site holds, from the answer to AMI ``Status`` (Variables: the above).
+
+    A caller held by a dispatcher is a channel in the Queue application that is
+    in a bridge and for which app_queue set MEMBERNAME; the desk's channel is the
+    other one in that bridge. A caller still waiting (no bridge), the desks'
+    own channels and legs to the partner are none.
+    """
+    channels = [{str(key).lower(): value for key, value in m.items()} for m in answer]
+    channels = [m for m in channels if _text(m, "Event").lower() == "status" and _text(m, "Uniqueid")]
+    found = []
+    for m in channels:
+        bridge = _text(m, "BridgeID")
+        asked = channel_variables(m, "Variable")
+        dispatcher = asked.get("MEMBERNAME", "")
+        if _text(m, "Application").lower() != "queue" or not bridge or not dispatcher:
+            continue
+        desk = next((_text(o, "Channel") for o in channels if o is not m and _text(o, "BridgeID") == bridge), "")
+        try:
+            hold_time = max(0, int(asked.get("QEHOLDTIME", "0") or 0))
+        except ValueError:
+            hold_time = 0
+        found.append(DispatcherAnswered(
+            **_call_fields(m, site), queue=_text(m, "Data").split(",", 1)[0], dispatcher=dispatcher,
+            interface=asked.get("MEMBERINTERFACE", ""), dispatcher_channel=desk, hold_time=hold_time, ring_time=0,
+            caller_number=_caller(m), from_site=channel_variables(m).get(dialplan.FROM_SITE, ""),
+            answered_at=0.0, channel=_text(m, "Channel"), recovered=True,
+        ))  # fmt: skip
+    return found
 
 
 def parse(message: RawMessage, site: str) -> SiteEvent | None:

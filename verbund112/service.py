@@ -26,7 +26,7 @@ from overflow.state import SiteSnapshot
 from routing.decision import Places
 from routing.rules import Rules
 from telephony import dialplan, events
-from telephony.ami import AmiClient
+from telephony.ami import AmiClient, AmiError
 from telephony.fastagi import FastAgiServer, PeerPolicy
 from verbund112 import __version__
 from verbund112.features.abandoned_calls import AbandonedCalls
@@ -122,6 +122,9 @@ class Service:
                                           own_snapshot=self._own_snapshot, rules=self.rules_agreement.status,
                                           circling_alarm_after_s=settings.circling.alarm_after_s)  # fmt: skip
         prom.Info("verbund112_build", "the running verbund112", registry=registry).info({"version": __version__})
+        self.answered_calls_read = prom.Counter(
+            "verbund112_answered_calls_read", "calls held by a dispatcher, read after an AMI connect", registry=registry
+        )
         self.ami_events = prom.Counter("verbund112_ami_call_events", "typed AMI events", ["kind"], registry=registry)
         prom.Gauge("verbund112_ami_connected", "1 while logged in to AMI", registry=registry).set_function(
             lambda: 1.0 if self.ami.is_connected else 0.0
@@ -261,17 +264,29 @@ class Service:
         self.hub.publish(event)
 
     async def _on_ami_connected(self, ami: AmiClient) -> None:
-        # events may have been missed while disconnected: the queue is read afresh, callers
-        # going round come back at their next round, and calls that ended meanwhile are in
-        # the dialplan's AstDB outbox
+        # events may have been missed while disconnected (or while the service was down): the
+        # queue is read afresh, the calls dispatchers hold get their cards (screen pops skip
+        # those already shown), callers going round come back at their next round, and calls
+        # that ended meanwhile are in the dialplan's AstDB outbox. Each step is tried on its own.
         self.circling.reconnected()
-        try:
-            listed = await ami.queue_status(self.settings.queue)
-            self.overflow.on_queue_status(listed)
-            for item in listed:
-                self.hub.publish(item)
-        finally:
-            await self.abandoned.collect_outbox(ami)
+        for step in (self._read_queue, self._recover_answered_calls, self.abandoned.collect_outbox):
+            try:
+                await step(ami)
+            except AmiError as exc:
+                log.warning("AMI on-connect step %s failed: %s", step.__name__, exc)
+
+    async def _read_queue(self, ami: AmiClient) -> None:
+        listed = await ami.queue_status(self.settings.queue)
+        self.overflow.on_queue_status(listed)
+        for item in listed:
+            self.hub.publish(item)
+
+    async def _recover_answered_calls(self, ami: AmiClient) -> None:
+        held = await ami.answered_calls()
+        for call in held:
+            self.hub.publish(call)
+        self.answered_calls_read.inc(len(held))
+        log.info("calls held by dispatchers after the AMI connect: %d", len(held))
 
 
 @contextlib.asynccontextmanager

@@ -16,13 +16,6 @@ pytestmark = pytest.mark.lab
 LOAD = drill.SIZES["ci"]
 _results: dict[str, drill.Result] = {}
 
-# Found by drills 2 and 3, not fixed yet: a call a dispatcher of Jena answers while Jena's service is
-# dead or hung gets no card, because the restarted service only builds cards from the AgentConnect
-# events it sees itself and does not look for calls already connected when it (re)connects to AMI.
-NO_CARD_AFTER_RESTART = pytest.mark.xfail(
-    strict=True, reason="calls answered while the site's service was down get no card after its restart"
-)
-
 
 async def result_of(name: str) -> drill.Result:
     if name not in _results:
@@ -63,7 +56,6 @@ async def test_drill2_jena_service_killed_every_call_reaches_a_human_or_the_call
     assert result.redialled == 0  # the dialplan carries the calls while the service is away
 
 
-@NO_CARD_AFTER_RESTART
 async def test_drill2_jena_service_killed_every_answered_call_gets_its_card() -> None:
     assert_every_answered_call_got_its_card(await result_of("2-jena-killed"))
 
@@ -75,7 +67,6 @@ async def test_drill3_jena_service_hung_calls_fall_back_and_gera_stops_sending()
     assert result.redialled == 0  # FastAGI's deadline passed, the dialplan took the calls on
 
 
-@NO_CARD_AFTER_RESTART
 async def test_drill3_jena_service_hung_every_answered_call_gets_its_card() -> None:
     assert_every_answered_call_got_its_card(await result_of("3-jena-hung"))
 

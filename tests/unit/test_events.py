@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from telephony import events
@@ -198,3 +200,79 @@ def test_an_outbox_entry_of_astdb_is_an_unanswered_call() -> None:
 def test_a_malformed_outbox_entry_is_refused_with_a_reason(key: str, value: str) -> None:
     with pytest.raises(events.DialplanEventError):
         events.outbox_entry(key, value, "jena")
+
+
+def status_channel(channel: str, uniqueid: str, **fields: Any) -> dict[str, Any]:
+    """One channel of the answer to ``Status`` with Variables: MEMBERNAME,MEMBERINTERFACE,QEHOLDTIME.
+
+    Captured from the lab (Asterisk 22, tests/integration/test_card_after_restart.py), trimmed.
+    """
+    return {"Event": "Status", "Privilege": "Call", "Channel": channel, "ChannelState": "6", "ChannelStateDesc": "Up",
+            "CallerIDNum": "+4915112348101", "CallerIDName": "<unknown>", "ConnectedLineNum": "s",
+            "Context": "v112-local", "Exten": "s", "Priority": "1", "Uniqueid": uniqueid,
+            "Linkedid": "jena-1796180708.0", "Type": "PJSIP", "DNID": "112", "TimeToHangup": "0", "BridgeID": "",
+            "Application": "", "Data": "", "Nativeformats": "(alaw)", "Seconds": "5", **fields}  # fmt: skip
+
+
+CALLER_HELD = status_channel(
+    "PJSIP/carrier-00000000", "jena-1796180708.0", BridgeID="029d78b3-a01e-433d-a90a-4e5bec8ec20a",
+    Application="Queue", Data="112-jena,r,,,10,,v112-answered,,",
+    ChanVariable=["V112_CALL_ID=jena-1796180708.0", "V112_CALLER=+4915112348101", "V112_FROM_SITE=", "V112_MOVED="],
+    Variable=["MEMBERNAME=jena-d1", "MEMBERINTERFACE=PJSIP/jena-d1", "QEHOLDTIME=1"],
+)  # fmt: skip
+# app_queue sets the member variables on the desk's channel too: its application tells it apart
+DESK_OF_HELD = status_channel(
+    "PJSIP/jena-d1-00000003", "jena-1796180710.3", BridgeID="029d78b3-a01e-433d-a90a-4e5bec8ec20a",
+    Application="AppQueue", Data="(Outgoing Line)", Context="from-dispatcher", CallerIDNum="s", DNID="",
+    ChanVariable=["V112_CALL_ID=jena-1796180708.0", "V112_CALLER=+4915112348101", "V112_FROM_SITE=", "V112_MOVED="],
+    Variable=["MEMBERNAME=jena-d1", "MEMBERINTERFACE=PJSIP/jena-d1", "QEHOLDTIME=1"],
+)  # fmt: skip
+PARTNER_LEG_HELD = status_channel(
+    "PJSIP/intersite-00000008", "jena-1796180720.12", BridgeID="77aa0000-0000-4000-8000-000000000002",
+    Application="Queue", Data="112-jena,r,,,30,,,,", Context="from-intersite", Exten="112", CallerIDNum="+4936411234",
+    ChanVariable=["V112_CALL_ID=gera-1796180719.3", "V112_CALLER=+4936411234", "V112_FROM_SITE=gera", "V112_MOVED="],
+    Variable=["MEMBERNAME=jena-d2", "MEMBERINTERFACE=PJSIP/jena-d2", "QEHOLDTIME=4"],
+)  # fmt: skip
+STILL_WAITING = status_channel(
+    "PJSIP/carrier-00000009", "jena-1796180730.15", Application="Queue", Data="112-jena,r,,,10,,v112-answered,,",
+    ChanVariable=["V112_CALL_ID=jena-1796180730.15", "V112_CALLER=+4936419999", "V112_FROM_SITE=", "V112_MOVED="],
+    Variable=["MEMBERNAME=", "MEMBERINTERFACE=", "QEHOLDTIME="],
+)  # fmt: skip
+STATUS_START = {"Response": "Success", "EventList": "start", "Message": "Channel status will follow"}
+STATUS_DONE = {"Event": "StatusComplete", "EventList": "Complete", "ListItems": "4", "Items": "4"}
+
+
+def test_the_calls_dispatchers_hold_are_read_from_the_answer_to_status() -> None:
+    answer = [STATUS_START, DESK_OF_HELD, CALLER_HELD, STILL_WAITING, PARTNER_LEG_HELD, STATUS_DONE]
+    found = events.answered_calls(answer, "jena")
+    assert [(e.call_id, e.uniqueid, e.dispatcher, e.channel, e.from_site) for e in found] == [
+        ("jena-1796180708.0", "jena-1796180708.0", "jena-d1", "PJSIP/carrier-00000000", ""),
+        ("gera-1796180719.3", "jena-1796180720.12", "jena-d2", "PJSIP/intersite-00000008", "gera"),
+    ]
+    held = found[0]
+    assert (held.queue, held.interface, held.dispatcher_channel) == (
+        "112-jena",
+        "PJSIP/jena-d1",
+        "PJSIP/jena-d1-00000003",
+    )
+    assert (held.hold_time, held.caller_number, held.answered_at, held.recovered) == (1, "+4915112348101", 0.0, True)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"BridgeID": ""},  # not (any more) in a bridge with a desk
+        {"Application": "Dial"},  # a leg to the partner: the partner's dispatcher holds it
+        {"Variable": ["MEMBERNAME=", "MEMBERINTERFACE=", "QEHOLDTIME="]},  # app_queue set no member
+        {"Variable": None},  # the variables not in the answer at all
+        {"Uniqueid": ""},
+    ],
+)
+def test_a_channel_that_is_no_answered_caller_is_none(changes: dict[str, Any]) -> None:
+    channel = {key: value for key, value in {**CALLER_HELD, **changes}.items() if value is not None}
+    assert events.answered_calls([channel], "jena") == []
+
+
+def test_a_malformed_hold_time_in_status_degrades_to_zero() -> None:
+    channel = {**CALLER_HELD, "Variable": ["MEMBERNAME=jena-d1", "QEHOLDTIME=soon"]}
+    assert events.answered_calls([channel], "jena")[0].hold_time == 0

@@ -252,6 +252,42 @@ def test_only_a_leg_of_the_inter_site_trunk_claims_its_call_id() -> None:
     assert not claims.is_partner_leg("PJSIP/intersite")  # no channel is named so: the prefix has the dash
 
 
+def recovered(event: events.DispatcherAnswered) -> events.DispatcherAnswered:
+    """The same call as read with Status after a (re)connect: no answer time, no ring time."""
+    return dataclasses.replace(event, answered_at=0.0, ring_time=0, recovered=True)
+
+
+async def test_a_call_held_when_a_restarted_service_connects_gets_its_card_with_the_stores_data() -> None:
+    store = FakeStore(records={"gera-7.1": gera_record("gera-7.1")})
+    pops, screens, registry = pops_with(store)  # restarted: nothing in the ledger
+    await pops.on_event(recovered(answered("jena-7.1")))
+    await pops.on_event(recovered(answered("gera-7.1", dispatcher="jena-d2", leg="jena-9.7")))
+    # the normal path: the local call's record read from the store, the partner's claim checked,
+    # both marked answered (never listed as abandoned)
+    assert [(r["call_id"], r["need_record"], r["mark"].dispatcher) for r in store.card_reads] == [
+        ("jena-7.1", True, "jena-d1"), ("gera-7.1", False, "jena-d2")
+    ]  # fmt: skip
+    assert [(d, c["call_id"], c["routing"]["reason"]) for d, c in screens.sent] == [
+        ("jena-d1", "jena-7.1", "from the store"), ("jena-d2", "gera-7.1", "recorded at the entry site")
+    ]  # fmt: skip
+    assert screens.sent[0][1]["answered_at"] == NOW  # the answer itself was missed
+    assert pops_counted(registry, "store") == 2
+
+
+async def test_a_call_read_again_after_an_ami_reconnect_is_not_popped_twice() -> None:
+    store = FakeStore(records={"gera-8.1": gera_record("gera-8.1", caller="+4936419999")})
+    pops, screens, _ = pops_with(store)
+    await pops.on_event(routed("jena-8.1"))
+    await pops.on_event(answered("jena-8.1"))
+    await pops.on_event(answered("gera-8.1", dispatcher="jena-d2", leg="jena-9.8"))  # refused: the leg's card
+    sent, reads = len(screens.sent), len(store.card_reads)
+    store.down = True  # nothing may need the store now
+    await pops.on_event(recovered(answered("jena-8.1")))
+    await pops.on_event(recovered(answered("gera-8.1", dispatcher="jena-d2", leg="jena-9.8")))
+    assert (len(screens.sent), len(store.card_reads)) == (sent, reads)
+    assert pops.card_of("jena-d1")["call_id"] == "jena-8.1"
+
+
 class ResubscribingStore(FakeStore):
     """The store's subscription came back twice (a Redis failover); its AML trail has what was written meanwhile."""
 

@@ -96,6 +96,11 @@ class CallLedger:
     def card_of(self, dispatcher: str) -> Card | None:
         return self._cards.get(dispatcher)
 
+    def shows(self, dispatcher: str, call_id: str) -> bool:
+        """Is the dispatcher's card of this call (so a call read again after a reconnect is not popped twice)?"""
+        card = self._cards.get(dispatcher)
+        return card is not None and card.get("call_id") == call_id
+
     def completed(self, call_id: str, dispatcher: str) -> bool:
         """The dispatcher's call ended; True if their card was of this call (and is gone now)."""
         card = self._cards.get(dispatcher)

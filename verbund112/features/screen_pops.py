@@ -15,7 +15,10 @@ holding the call, and changes of the Verbund's callback list reach every
 screen (the list itself is filled by abandoned_calls.py from the dialplan's
 own report of each call's end). After the store's subscription was lost (a
 Redis failover) both are read again from the keys: what was announced
-meanwhile is gone.
+meanwhile is gone. After an AMI (re)connect the calls the dispatchers hold
+come again (read with Status, ``recovered``): a restarted service gives each
+its card through the same path, and a call whose card the dispatcher has
+already is not popped twice.
 """
 
 from __future__ import annotations
@@ -140,7 +143,7 @@ class ScreenPops:
             caller = e164_or_none(event.caller_number) or event.caller_number
             self.ledger.entered(event.uniqueid, event.call_id, caller, self._clock(), event.record)
         elif isinstance(event, events.DispatcherAnswered):
-            if event.site == self.site and event.dispatcher:
+            if event.site == self.site and event.dispatcher and not self._shown(event):
                 await self._answered(event)
         elif isinstance(event, events.CallCompleted):
             # a card of a refused claim carries the leg's own id
@@ -151,6 +154,10 @@ class ScreenPops:
             await self._hung_up(event)
 
     # -- answered: the card ---------------------------------------------------------
+
+    def _shown(self, event: events.DispatcherAnswered) -> bool:
+        """A call read again after an AMI reconnect whose card the dispatcher has (a refused claim's: the leg's id)."""
+        return any(self.ledger.shows(event.dispatcher, call_id) for call_id in (event.call_id, event.uniqueid))
 
     async def _answered(self, event: events.DispatcherAnswered) -> None:
         now = self._clock()
