@@ -52,8 +52,11 @@ from lab import lab
 from lab.processes import LOOPBACK, AsteriskSite, LabError, free_rtp_base, stop_process
 from verbund112.store import RedisSettings, Store
 
-SEATS_PER_SITE = 16  # answering desks per site (each one call at a time)
-TALK_MS = 2000
+SEATS_PER_SITE = 40  # answering desks per site (each one call at a time): 4 calls/s at TALK_MS
+# A 112 call lasts minutes; 10 s is short of that but longer than a hung service's outage (the
+# watchdog's 4 s and the restart), as nearly every real call is: a call that began and ended
+# entirely inside the outage could only get its card after it ended.
+TALK_MS = 10000
 ABANDON_AFTER_MS = 300  # of ringing; the desks answer after 1000
 FAULT_AT, HEAL_AT = 1 / 3, 2 / 3  # of the burst
 CALLER_MEDIA_SLOTS = 100  # callers up at once, at most
