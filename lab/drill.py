@@ -281,6 +281,9 @@ class DrillLab:
             sentinel.process.wait(timeout=10)
         sentinel.pid = 0
 
+    async def start_redis_node(self, name: str) -> None:
+        await asyncio.to_thread(self.verbund.redis.nodes[name].start)
+
     async def start_sentinel(self, name: str) -> None:
         """Started again with the configuration it rewrote itself (it finds the current master there)."""
         redis = self.verbund.redis
@@ -623,8 +626,9 @@ async def _failover_over(drill_lab: DrillLab) -> bool:
 
 
 async def _bring_back_redis_node(drill_lab: DrillLab) -> None:
-    """The killed node is started again: the sentinels make it a replica of the new master."""
-    await asyncio.to_thread(drill_lab.verbund.redis.restart, drill_lab.before["killed"])
+    """The killed node is started again (after the failover: the fault waited for it); the sentinels
+    make it a replica of the new master, which the recovery check waits for."""
+    await drill_lab.start_redis_node(drill_lab.before["killed"])
 
 
 async def _redis_whole(drill_lab: DrillLab) -> bool:
@@ -647,7 +651,7 @@ async def _lose_gera(drill_lab: DrillLab) -> None:
 
 
 async def _bring_back_gera(drill_lab: DrillLab) -> None:
-    await asyncio.to_thread(drill_lab.verbund.redis.restart, "gera")  # a replica of Jena's node now
+    await drill_lab.start_redis_node("gera")  # to be a replica of Jena's node (the failover, if any, is over)
     await drill_lab.start_sentinel("gera")
     await drill_lab.start_asterisk("gera")
     await drill_lab.start_service("gera")
