@@ -39,6 +39,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -48,7 +49,7 @@ from typing import Any
 import aiohttp
 import prometheus_client as prom
 
-from lab import lab
+from lab import lab, overload
 from lab.processes import LOOPBACK, AsteriskSite, LabError, free_rtp_base, stop_process
 from verbund112.store import RedisSettings, Store
 
@@ -276,6 +277,37 @@ class DrillLab:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
 
+    def kill_sentinel(self, name: str) -> None:
+        sentinel = self.verbund.redis.sentinels[name]
+        os.kill(sentinel.pid, signal.SIGKILL)
+        if sentinel.process is not None:
+            sentinel.process.wait(timeout=10)
+        sentinel.pid = 0
+
+    async def start_redis_node(self, name: str) -> None:
+        await asyncio.to_thread(self.verbund.redis.nodes[name].start)
+
+    async def start_sentinel(self, name: str) -> None:
+        """Started again with the configuration it rewrote itself (it finds the current master there)."""
+        redis = self.verbund.redis
+        master = redis.master_node()
+        start = redis.sentinels[name].start
+        await asyncio.to_thread(start, master.port, redis.password, redis.down_after_ms, redis.failover_timeout_ms)
+
+    async def time_failover(self, killed: str) -> None:
+        """Waits until the sentinels name a new, live master; notes how long that took from now (the kill)."""
+        killed_at = time.monotonic()
+        self.before["new_master"] = await asyncio.to_thread(self.verbund.redis.wait_for_master, killed)
+        self.before["failover_s"] = failover_s = time.monotonic() - killed_at
+        self.log(f"  Redis failover: {killed} killed, {self.before['new_master']} master after {failover_s:.1f} s")
+
+    def redis_whole(self) -> bool:
+        try:
+            self.verbund.redis.wait_whole(timeout=0.1)
+        except LabError:
+            return False
+        return True
+
     def carrier_reaches(self, site: str) -> None:
         self.unreachable.discard(site)
 
@@ -432,6 +464,7 @@ class Result:
     degraded_s: float = 0.0
     pop_gap_s: float = 0.0  # the longest time a site's screens got no card, from the fault on
     recover_s: float | None = None
+    load_only: bool = False  # the overload drill: calls and their answers only (no desks' cards, callback list, AML)
     misses: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     observed: dict[str, Any] = field(default_factory=dict)  # what the fault and the recovery check noted
@@ -581,14 +614,48 @@ async def _jena_restarted(drill_lab: DrillLab) -> bool:
     return restarted and await _both_serving(drill_lab)
 
 
+async def _kill_redis_master(drill_lab: DrillLab) -> None:
+    """The Redis master dies (kill -9); the failover (the sentinels promote the replica) is timed."""
+    redis = drill_lab.verbund.redis
+    drill_lab.before["killed"] = killed = redis.master_node().name
+    redis.kill(killed)
+    await drill_lab.time_failover(killed)
+
+
+async def _failover_over(drill_lab: DrillLab) -> bool:
+    """The failover is over and both services write to the new master again."""
+    statuses = [await drill_lab.status(site) for site in lab.SITES]
+    return all(status and not status["redis"]["degraded"] for status in statuses) and await _both_serving(drill_lab)
+
+
+async def _bring_back_redis_node(drill_lab: DrillLab) -> None:
+    """The killed node is started again (after the failover: the fault waited for it); the sentinels
+    make it a replica of the new master, which the recovery check waits for."""
+    await drill_lab.start_redis_node(drill_lab.before["killed"])
+
+
+async def _redis_whole(drill_lab: DrillLab) -> bool:
+    """Every Redis node and sentinel up (the master and its synced replica), and both services serving on it."""
+    return await asyncio.to_thread(drill_lab.redis_whole) and await _failover_over(drill_lab)
+
+
 async def _lose_gera(drill_lab: DrillLab) -> None:
-    """Gera's Asterisk and service die at once (kill -9); the carrier reroutes Gera's calls to Jena."""
+    """Gera's Asterisk, service, Redis node and sentinel die at once (kill -9); the carrier reroutes
+    Gera's calls to Jena. If Gera's node was the master, the sentinels of Jena and the witness fail over."""
+    redis = drill_lab.verbund.redis
+    drill_lab.before["gera_redis_was"] = was = "master" if redis.master() == "gera" else "replica"
     drill_lab.lose_service("gera")
     drill_lab.kill_asterisk("gera")
+    redis.kill("gera")
+    drill_lab.kill_sentinel("gera")
     await drill_lab.carrier_loses("gera")
+    if was == "master":
+        await drill_lab.time_failover("gera")
 
 
 async def _bring_back_gera(drill_lab: DrillLab) -> None:
+    await drill_lab.start_redis_node("gera")  # to be a replica of Jena's node (the failover, if any, is over)
+    await drill_lab.start_sentinel("gera")
     await drill_lab.start_asterisk("gera")
     await drill_lab.start_service("gera")
     drill_lab.carrier_reaches("gera")
@@ -596,6 +663,13 @@ async def _bring_back_gera(drill_lab: DrillLab) -> None:
 
 DRILLS = [
     Drill("baseline", "no fault: proves the accounting", _nothing, None, _both_serving),
+    Drill(
+        "1-redis-master-killed",
+        "the Redis master kill -9; the sentinels promote the replica; later the node returns as a replica",
+        _kill_redis_master,
+        _bring_back_redis_node,
+        _redis_whole,
+    ),
     Drill(
         "2-jena-killed", "Jena's service kill -9; its supervisor restarts it", _kill_jena_service, None, _jena_restarted
     ),
@@ -609,10 +683,10 @@ DRILLS = [
     Drill("4-ami-cut", "Jena's AMI connection cut (ss -K, both ends reset)", _cut_jena_ami, None, _ami_back),
     Drill(
         "5-gera-lost",
-        "Gera's Asterisk and service kill -9; carrier reroutes to Jena",
+        "Gera's Asterisk, service, Redis node and sentinel kill -9; carrier reroutes to Jena",
         _lose_gera,
         _bring_back_gera,
-        _both_serving,
+        _redis_whole,
     ),
 ]
 
@@ -641,6 +715,8 @@ async def run_drill(drill: Drill, load: Load, log: Callable[[str], None] = print
             result = await _settled(drill, burst, drill_lab, store, fault_at)
             result.recover_s = recover_s if drill.fault is not _nothing else None
             result.observed = dict(drill_lab.before)
+            # without a Redis master the services are degraded (no store) even where no call shows it
+            result.degraded_s = max(result.degraded_s, drill_lab.before.get("failover_s", 0.0))
             result.pop_gap_s = pop_gap(drill_lab.screens.cards, fault_at, burst.calls)
         finally:
             running.cancel()  # the calls still up when the drill failed or was stopped: their sipp is killed
@@ -680,15 +756,19 @@ async def _settled(drill: Drill, burst: Burst, drill_lab: DrillLab, store: Store
 
 COLUMNS = ("drill", "calls", "answered", "abandoned listed", "AML kept", "cards", "redialled", "lost",
            "degraded s", "recover s", "pop gap s")  # fmt: skip
+LOAD_COLUMNS = ("drill", "calls", "answered", "lost", "degraded s", "recover s")  # what the overload drill measures
 
 
 def _cells(result: Result) -> list[str]:
-    return [
+    cells = [
         result.drill, str(result.calls), str(result.answered), f"{result.abandoned_listed}/{result.abandoned}",
         f"{result.aml_kept}/{result.aml_accepted}", f"{result.cards}/{result.answered}", str(result.redialled),
         str(result.lost), f"{result.degraded_s:.1f}", "-" if result.recover_s is None else f"{result.recover_s:.1f}",
         f"{result.pop_gap_s:.1f}",
     ]  # fmt: skip
+    if result.load_only:
+        return [cell if name in LOAD_COLUMNS else "-" for name, cell in zip(COLUMNS, cells, strict=True)]
+    return cells
 
 
 def _row(result: Result) -> str:
@@ -701,22 +781,70 @@ def table(results: list[Result]) -> str:
     return "\n".join("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)) for row in rows)
 
 
-async def _run_all(drills: list[Drill], load: Load) -> list[Result]:
+# -- drill 7, overload (lab/overload.py): a lab and a load of its own ----------------------------
+
+OVERLOAD = "7-overload"
+OVERLOAD_NAMES = (OVERLOAD, "overload")  # --only takes either
+OVERLOAD_TRIALS = {"full": overload.FULL, "ci": overload.CI}
+
+
+async def run_overload(size: str, log: Callable[[str], None] = print) -> Result:
+    """A burst above what Jena can take, then normal load (lab/overload.py), as a row of the table."""
+    log(f"drill {OVERLOAD}: a burst above Jena's knee, then normal load")
+    began = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="v112-drill-overload-"))
+    measured, knee = await asyncio.to_thread(overload.run, OVERLOAD_TRIALS[size], work, f"drill-overload-{os.getpid()}")
+    for line in measured.lines(knee):
+        log(f"  {line}")
+    result = overload_result(measured)
+    log(f"  {_row(result)} (drill took {time.monotonic() - began:.0f} s; sipp's files: {work})")
+    for line in result.misses:
+        log(f"    {line}")
+    return result
+
+
+def overload_result(measured: overload.DrillResult) -> Result:
+    """lost: the normal load's calls that failed after the recovery limit; degraded: the burst;
+    recover: from the start of the normal load until every call was answered."""
+    late = overload.late_failures(measured)
+    result = Result(
+        drill=OVERLOAD,
+        calls=measured.burst.load.calls + measured.normal.load.calls,
+        answered=measured.burst.answered + measured.normal.answered,
+        lost=len(late),
+        degraded_s=measured.burst.load.seconds,
+        recover_s=measured.recovery_s,
+        load_only=True,
+    )
+    result.misses = [
+        f"normal-load call {n} failed {measured.normal.started_at(n):.0f} s into the normal load" for n in late
+    ]
+    if measured.channels_settled or measured.queue_after:
+        result.misses.append(
+            f"left behind: {measured.queue_after} callers in the queue, {measured.channels_settled} channels "
+            f"{measured.settle_s:.0f} s after the normal load"
+        )
+    return result
+
+
+async def _run_all(drills: list[Drill], load: Load, size: str, with_overload: bool) -> list[Result]:
     # SIGTERM (a timeout, scripts/down) cancels the drill, so that its lab is stopped and cleaned up
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)  # type: ignore[union-attr]
-    return [await run_drill(drill, load) for drill in drills]
+    results = [await run_drill(drill, load) for drill in drills]
+    return results + ([await run_overload(size)] if with_overload else [])
 
 
 def main(argv: list[str] | None = None) -> int:
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=sorted(SIZES), default="full")
-    parser.add_argument("--only", choices=[drill.name for drill in DRILLS], action="append")
+    parser.add_argument("--only", choices=[*(drill.name for drill in DRILLS), *OVERLOAD_NAMES], action="append")
     args = parser.parse_args(argv)
     chosen = [drill for drill in DRILLS if not args.only or drill.name in args.only]
-    results = asyncio.run(_run_all(chosen, SIZES[args.size]))
+    with_overload = not args.only or bool(set(OVERLOAD_NAMES) & set(args.only))
+    results = asyncio.run(_run_all(chosen, SIZES[args.size], args.size, with_overload))
     print(table(results))
-    return 0 if all(result.lost == 0 for result in results) else 1
+    return 0 if all(result.lost == 0 and not result.misses for result in results) else 1
 
 
 if __name__ == "__main__":

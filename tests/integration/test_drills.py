@@ -50,6 +50,17 @@ async def test_baseline_without_a_fault_every_answered_call_gets_its_card() -> N
     assert_every_answered_call_got_its_card(await result_of("baseline"))
 
 
+async def test_drill1_redis_master_killed_every_call_reaches_a_human_or_the_callback_list() -> None:
+    result = await result_of("1-redis-master-killed")
+    assert result.observed["new_master"] != result.observed["killed"]  # the sentinels failed over
+    assert_every_call_reached_a_human_or_the_callback_list(result)
+    assert result.redialled == 0  # the calls never depend on the store
+
+
+async def test_drill1_redis_master_killed_every_answered_call_gets_its_card() -> None:
+    assert_every_answered_call_got_its_card(await result_of("1-redis-master-killed"))
+
+
 async def test_drill2_jena_service_killed_every_call_reaches_a_human_or_the_callback_list() -> None:
     result = await result_of("2-jena-killed")
     assert_every_call_reached_a_human_or_the_callback_list(result)
@@ -82,7 +93,9 @@ async def test_drill4_jena_ami_cut_every_answered_call_gets_its_card() -> None:
 
 
 async def test_drill5_gera_lost_jena_takes_every_call() -> None:
-    assert_every_call_reached_a_human_or_the_callback_list(await result_of("5-gera-lost"))
+    result = await result_of("5-gera-lost")
+    assert result.observed["gera_redis_was"] == "replica"  # the lab starts with Jena's node as master
+    assert_every_call_reached_a_human_or_the_callback_list(result)
 
 
 async def test_drill5_gera_lost_every_answered_call_gets_its_card() -> None:
