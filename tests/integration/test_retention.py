@@ -57,6 +57,21 @@ def life_left(created_by: float) -> float:
     return created_by + keys.PERSONAL_DATA_TTL_S - time.time()
 
 
+async def plans_seen(service, into: list[str]) -> None:
+    """Records each different reason the mover gives while the test runs (shown if no move is recorded)."""
+    while True:
+        mover = service.overflow
+        local, partner = mover.snapshot(), mover.partner
+        seen = (
+            f"{mover.last_plan.why_not!r} local available {local.available} waiting {len(local.waiting)} "
+            f"{[(w.call_id, w.movable, w.ringing) for w in local.waiting]}; partner "
+            f"{None if partner is None else (partner.ami_connected, partner.available, len(partner.waiting))}"
+        )
+        if not into or into[-1] != seen:
+            into.append(seen)
+        await asyncio.sleep(0.1)
+
+
 async def test_after_a_busy_run_every_key_expires_within_its_maximum_and_appends_never_extend_an_old_entry(
     verbund: lab.Verbund, start_service, start_desks, redis_client: aioredis.Redis
 ) -> None:
@@ -64,6 +79,8 @@ async def test_after_a_busy_run_every_key_expires_within_its_maximum_and_appends
     gera = await start_service("gera")
     await start_desks("jena", ["jena-d1"])
     await start_desks("gera", ["gera-d1"])
+    plans: list[str] = []
+    watching = asyncio.create_task(plans_seen(jena, plans))
     await post_aml(verbund, "jena", NUMBER, 50.9301, 11.5902)
     first_fix_by = time.time()  # the first fix was received before this
     with jena.hub.subscribe() as seen, gera.hub.subscribe() as seen_at_gera:
@@ -81,8 +98,9 @@ async def test_after_a_busy_run_every_key_expires_within_its_maximum_and_appends
         assert await talking == 0
     deadline = time.monotonic() + 15
     while not await redis_client.exists(keys.MOVES_KEY):  # the move's outcome is written when it is confirmed
-        assert time.monotonic() < deadline, "no overflow move recorded"
+        assert time.monotonic() < deadline, "no overflow move recorded; Jena's mover said:\n" + "\n".join(plans)
         await asyncio.sleep(0.2)
+    watching.cancel()
 
     # appending to a key never extended the life of its oldest entry
     assert len(await redis_client.zrange(keys.calls_by_number(NUMBER), 0, -1)) == 2
