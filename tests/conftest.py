@@ -38,6 +38,20 @@ def verbund() -> Iterator[lab.Verbund]:
         started.stop()
 
 
+@pytest.fixture(autouse=True)
+def lab_rules_restored(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that uploads rules (an admin's change is written over the rules file) leaves the
+    session lab's file as it found it: the next test must not run with, say, the overflow off."""
+    if "verbund" not in request.fixturenames:
+        yield
+        return
+    rules_file = request.getfixturevalue("verbund").rules_file
+    before = rules_file.read_text()
+    yield
+    if rules_file.read_text() != before:
+        rules_file.write_text(before)
+
+
 def settings_for(verbund: lab.Verbund, site: str, **changes: Any) -> Settings:
     values = verbund.service_settings(site)
     for key, value in changes.items():

@@ -230,19 +230,16 @@ async def test_an_admin_switching_the_direction_off_stops_the_moves(
     text = verbund.rules_file.read_text().replace("jena: {enabled: true,", "jena: {enabled: false,")
     change = await jena.rules.change("test-admin", text)
     assert change.applied
-    try:
-        with jena.hub.subscribe() as seen:
-            first = asyncio.create_task(place_call(verbund, "jena", "+4936411119101", talk_ms=6000))
-            await next_event(seen, events.DispatcherAnswered)
-            second = asyncio.create_task(place_call(verbund, "jena", "+4936411119102", talk_ms=1000))
-            joined = await next_event(seen, events.CallerJoinedQueue, lambda e: e.caller_number == "+4936411119102")
-            answered = await next_event(seen, events.DispatcherAnswered, lambda e: e.call_id == joined.call_id)
-        assert answered.dispatcher == "jena-d1"  # waited for Jena's desk: nobody moved it
-        assert jena.overflow.last_plan.why_not == "overflow to the partner is switched off"
-        assert [m for m in await moves_of(jena) if m["call_id"] == joined.call_id] == []
-        assert await first == 0 and await second == 0
-    finally:
-        await jena.rules.change("test-admin")  # the file on disk: overflow on again
+    with jena.hub.subscribe() as seen:
+        first = asyncio.create_task(place_call(verbund, "jena", "+4936411119101", talk_ms=6000))
+        await next_event(seen, events.DispatcherAnswered)
+        second = asyncio.create_task(place_call(verbund, "jena", "+4936411119102", talk_ms=1000))
+        joined = await next_event(seen, events.CallerJoinedQueue, lambda e: e.caller_number == "+4936411119102")
+        answered = await next_event(seen, events.DispatcherAnswered, lambda e: e.call_id == joined.call_id)
+    assert answered.dispatcher == "jena-d1"  # waited for Jena's desk: nobody moved it
+    assert jena.overflow.last_plan.why_not == "overflow to the partner is switched off"
+    assert [m for m in await moves_of(jena) if m["call_id"] == joined.call_id] == []
+    assert await first == 0 and await second == 0
 
 
 async def test_a_moved_caller_enters_the_partners_queue_ahead_of_callers_who_came_later(
@@ -256,28 +253,24 @@ async def test_a_moved_caller_enters_the_partners_queue_ahead_of_callers_who_cam
         assert (await service.rules.change("test-admin", text)).applied
     await start_desks("jena", ["jena-d1"])
     await start_desks("gera", ["gera-d1"])
-    try:
-        with jena.hub.subscribe() as at_jena, gera.hub.subscribe() as at_gera:
-            busy_gera = asyncio.create_task(place_call(verbund, "gera", "+49365111201", talk_ms=8000))
-            await next_event(at_gera, events.DispatcherAnswered)
-            busy_jena = asyncio.create_task(place_call(verbund, "jena", "+4936411112202", talk_ms=15000))
-            await next_event(at_jena, events.DispatcherAnswered)
-            senior = asyncio.create_task(place_call(verbund, "jena", "+4936411112203", talk_ms=1000))
-            j = await next_event(at_jena, events.CallerJoinedQueue, lambda e: e.caller_number == "+4936411112203")
-            later = asyncio.create_task(place_call(verbund, "gera", "+49365111204", talk_ms=1000))
-            g = await next_event(at_gera, events.CallerJoinedQueue, lambda e: e.caller_number == "+49365111204")
+    with jena.hub.subscribe() as at_jena, gera.hub.subscribe() as at_gera:
+        busy_gera = asyncio.create_task(place_call(verbund, "gera", "+49365111201", talk_ms=8000))
+        await next_event(at_gera, events.DispatcherAnswered)
+        busy_jena = asyncio.create_task(place_call(verbund, "jena", "+4936411112202", talk_ms=15000))
+        await next_event(at_jena, events.DispatcherAnswered)
+        senior = asyncio.create_task(place_call(verbund, "jena", "+4936411112203", talk_ms=1000))
+        j = await next_event(at_jena, events.CallerJoinedQueue, lambda e: e.caller_number == "+4936411112203")
+        later = asyncio.create_task(place_call(verbund, "gera", "+49365111204", talk_ms=1000))
+        g = await next_event(at_gera, events.CallerJoinedQueue, lambda e: e.caller_number == "+49365111204")
 
-            await jena.ami.withdraw_caller("112-jena", j.channel, "001001")  # what the mover sends
-            arrived = await next_event(at_gera, events.CallerJoinedQueue, lambda e: e.call_id == j.call_id)
-            assert (arrived.from_site, arrived.position) == ("jena", 1)
-            first = await next_event(at_gera, events.DispatcherAnswered, lambda e: e.call_id in (j.call_id, g.call_id))
-            assert first.call_id == j.call_id, "the caller who waited longer is answered first"
-            assert first.from_site == "jena"
-        for call in (busy_gera, busy_jena, senior, later):
-            assert await call == 0
-    finally:
-        for service in (jena, gera):
-            await service.rules.change("test-admin")
+        await jena.ami.withdraw_caller("112-jena", j.channel, "001001")  # what the mover sends
+        arrived = await next_event(at_gera, events.CallerJoinedQueue, lambda e: e.call_id == j.call_id)
+        assert (arrived.from_site, arrived.position) == ("jena", 1)
+        first = await next_event(at_gera, events.DispatcherAnswered, lambda e: e.call_id in (j.call_id, g.call_id))
+        assert first.call_id == j.call_id, "the caller who waited longer is answered first"
+        assert first.from_site == "jena"
+    for call in (busy_gera, busy_jena, senior, later):
+        assert await call == 0
 
 
 async def test_after_a_service_restart_callers_already_waiting_keep_their_call_id_and_moved_mark(
