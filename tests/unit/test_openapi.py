@@ -3,33 +3,26 @@ and answers that match it. The service runs for real here (nothing behind its AM
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import yaml
-from openapi_core import OpenAPI
-from openapi_core.testing import MockRequest, MockResponse
 from openapi_spec_validator import validate
 
-import web
+from tests.support.openapi import Answers, Messages, description
 from tests.unit.test_fastagi import service_settings
 from verbund112.service import Service, running
 from web.health import PUBLIC_PATHS
 
-DOCUMENT = Path(web.__file__).parent / "openapi.yaml"
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 TIMEOUT = aiohttp.ClientTimeout(total=5)
 ROLES = ("read", "admin", "supervisor", "dispatcher", "aml")
 SEAT = "jena-d1"
 TOKENS = {f"t-{role}-0123456789": {"role": role, "name": SEAT if role == "dispatcher" else role} for role in ROLES}
 PATH_VALUES = {"dispatcher": SEAT, "call_id": "no-such-call"}
-
-
-def description() -> dict[str, Any]:
-    return yaml.safe_load(DOCUMENT.read_text(encoding="utf-8"))
 
 
 def operations(spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
@@ -100,45 +93,49 @@ async def test_each_operation_admits_exactly_the_token_roles_it_names(service: S
     assert public == PUBLIC_PATHS  # described without a token: the health checks, and only they
 
 
-class Answers:
-    """Real requests to the service, each answer validated against the description (openapi-core)."""
-
-    def __init__(self, client: aiohttp.ClientSession, base: str) -> None:
-        self.client, self.base, self.spec = client, base, OpenAPI.from_dict(description())
-
-    async def check(self, method: str, path: str, *, role: str | None = "read", body: bytes | None = None,
-                    content_type: str = "application/json") -> int:  # fmt: skip
-        headers = bearer(role) if role else {}
-        if body is not None:
-            headers["Content-Type"] = content_type
-        async with self.client.request(method, self.base + path, headers=headers, data=body) as response:
-            data, status, answer_type = await response.read(), response.status, response.content_type
-        request = MockRequest(self.base, method.lower(), path.partition("?")[0], headers=headers, data=body,
-                              content_type=content_type)  # fmt: skip
-        self.spec.validate_response(request, MockResponse(data, status_code=status, content_type=answer_type))
-        return status
-
-
 async def test_real_answers_match_the_described_schemas_errors_included(service: Service) -> None:
+    form = "application/x-www-form-urlencoded"
     async with aiohttp.ClientSession(timeout=TIMEOUT) as client:
         answers = Answers(client, f"http://127.0.0.1:{service.web_port}")
-        assert await answers.check("GET", "/healthz", role=None) == 200
-        assert await answers.check("GET", "/readyz", role=None) == 503  # AMI down
-        assert await answers.check("GET", "/api/v1/status") == 200
-        assert await answers.check("GET", "/api/v1/status", role=None) == 401
-        assert await answers.check("GET", "/api/v1/status", role="aml") == 403
-        assert await answers.check("GET", "/api/v1/rules") == 200
-        assert await answers.check("GET", "/api/v1/supervisor") == 200  # the partner unknown
-        assert await answers.check("GET", "/api/v1/districts", role="dispatcher") == 200
-        assert await answers.check("GET", "/api/v1/rules/audit") == 503  # Redis down
-        assert await answers.check("GET", "/api/v1/abandoned", role="supervisor") == 503
+        read, admin = bearer("read"), bearer("admin")
+        assert (await answers.check("GET", "/healthz", {}))[0] == 200
+        assert (await answers.check("GET", "/readyz", {}))[0] == 503  # AMI down
+        assert (await answers.check("GET", "/api/v1/status", read))[0] == 200
+        assert (await answers.check("GET", "/api/v1/status", {}))[0] == 401
+        assert (await answers.check("GET", "/api/v1/status", bearer("aml")))[0] == 403
+        assert (await answers.check("GET", "/api/v1/rules", read))[0] == 200
+        assert (await answers.check("GET", "/api/v1/supervisor", read))[0] == 200  # the partner unknown
+        assert (await answers.check("GET", "/api/v1/districts", bearer("dispatcher")))[0] == 200
+        assert (await answers.check("GET", "/api/v1/rules/audit", read))[0] == 503  # Redis down
+        assert (await answers.check("GET", "/api/v1/abandoned", bearer("supervisor")))[0] == 503
         simulated = b'{"site": "jena", "number": "03641 123456"}'
-        assert await answers.check("POST", "/api/v1/rules/simulate", body=simulated) == 200
-        assert await answers.check("POST", "/api/v1/rules/simulate", body=b'{"site": "jena", "lat": 91}') == 400
-        assert await answers.check("PUT", "/api/v1/rules?dry_run=1", role="admin", body=b"sites: [",
-                                   content_type="application/yaml") == 422  # fmt: skip
-        assert await answers.check("POST", "/aml/v1/https", role="aml", body=b"device_number=x",
-                                   content_type="application/x-www-form-urlencoded") == 400  # fmt: skip
+        assert (await answers.check("POST", "/api/v1/rules/simulate", read, body=simulated))[0] == 200
+        too_far_north = b'{"site": "jena", "lat": 91}'
+        assert (await answers.check("POST", "/api/v1/rules/simulate", read, body=too_far_north))[0] == 400
+        assert (await answers.check("POST", "/api/v1/rules/reload", admin))[0] == 200
+        bad_yaml = b"sites: ["
+        put = await answers.check("PUT", "/api/v1/rules?dry_run=1", admin, body=bad_yaml, content_type="text/plain")
+        assert put[0] == 422
+        no_number = b"location_latitude=50.9&location_longitude=11.6"
+        aml = await answers.check("POST", "/aml/v1/https", bearer("aml"), body=no_number, content_type=form)
+        assert aml[0] == 400
+
+
+async def test_the_screen_messages_match_the_described_schemas(service: Service) -> None:
+    """What a screen gets without a call (the lab test has a card): hello, its state, an error."""
+    messages = Messages()
+    url = f"http://127.0.0.1:{service.web_port}/ws/v1/dispatchers/{SEAT}"
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as client, client.ws_connect(url) as screen, asyncio.timeout(10):
+        await screen.send_json({"type": "auth", "token": "t-dispatcher-0123456789"})
+        hello = await screen.receive_json()
+        await screen.send_json({"type": "state"})
+        state = await screen.receive_json()
+        await screen.send_str("nonsense")
+        refused = await screen.receive_json()
+    assert [hello["type"], state["type"], refused["type"]] == ["hello", "state", "error"]
+    for message in (hello, state, refused):
+        assert messages.screen_problems(message) == []
+    assert messages.screen_problems({"type": "hello", "site": "jena"}) != []  # the check itself checks
 
 
 async def test_the_service_serves_its_description_to_every_token_and_not_without_one(service: Service) -> None:
