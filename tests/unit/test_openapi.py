@@ -104,6 +104,10 @@ async def test_real_answers_match_the_described_schemas_errors_included(service:
         assert (await answers.check("GET", "/api/v1/status", {}))[0] == 401
         assert (await answers.check("GET", "/api/v1/status", bearer("aml")))[0] == 403
         assert (await answers.check("GET", "/api/v1/rules", read))[0] == 200
+        assert (await answers.check("GET", "/metrics", read))[0] == 200
+        assert (await answers.check("GET", "/supervisor?token=t-read-0123456789", {}))[0] == 200
+        assert (await answers.check("GET", f"/dispatch/{SEAT}?token=t-dispatcher-0123456789", {}))[0] == 200
+        assert (await answers.check("GET", f"/dispatch/{SEAT}?token=t-read-0123456789", {}))[0] == 403
         assert (await answers.check("GET", "/api/v1/supervisor", read))[0] == 200  # the partner unknown
         assert (await answers.check("GET", "/api/v1/districts", bearer("dispatcher")))[0] == 200
         assert (await answers.check("GET", "/api/v1/rules/audit", read))[0] == 503  # Redis down
