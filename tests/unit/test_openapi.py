@@ -15,6 +15,7 @@ from openapi_spec_validator import validate
 from tests.support.openapi import Answers, Messages, description
 from tests.unit.test_fastagi import service_settings
 from verbund112.service import Service, running
+from web.app import SimulationRequest
 from web.health import PUBLIC_PATHS
 
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
@@ -152,3 +153,12 @@ async def test_the_service_serves_its_description_to_every_token_and_not_without
                 assert yaml.safe_load(await response.read()) == description()
         async with client.get(url) as response:
             assert response.status == 401
+
+
+def test_the_simulation_request_is_described_field_for_field() -> None:
+    """The one request body with a model of its own (web.app.SimulationRequest): same fields, same required ones."""
+    described = description()["components"]["schemas"]["SimulationRequest"]
+    model = SimulationRequest.model_json_schema()
+    assert set(described["properties"]) == set(model["properties"])
+    assert set(described.get("required", [])) == set(model.get("required", []))
+    assert described["additionalProperties"] is model["additionalProperties"] is False  # unknown fields: 400
