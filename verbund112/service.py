@@ -135,6 +135,7 @@ class Service:
                                                    "signed AML deliveries refused, by reason", ["reason"],
                                                    registry=registry)  # fmt: skip
         self.web_port = settings.web.port
+        self.web_app: web.Application | None = None  # the app it serves, once started (its routes: test_openapi)
         self.started = asyncio.Event()
         self.stopped = asyncio.Event()  # set when run() has let go of every port and connection
         self._stop = asyncio.Event()
@@ -226,6 +227,7 @@ class Service:
         try:
             runner = await serve_web(self._web_ports(), self.screens)
             self.web_port = runner.addresses[0][1]
+            self.web_app = runner.app
             async with asyncio.TaskGroup() as tasks:
                 owned = [tasks.create_task(self.supervisor.run(name, loop), name=name)
                          for name, loop in self._loops().items()]  # fmt: skip

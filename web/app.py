@@ -20,6 +20,8 @@ rules = admin; callers = dispatcher or supervisor; map = all but aml):
 - GET  /api/v1/abandoned         callers  the callback list (caller numbers)
 - POST /api/v1/abandoned/<id>/callback-done  callers  a call called back
 - POST /aml/v1/https, /aml/v1/sms  aml    AML intake (web.aml), a token or a signed delivery
+- GET  /api/v1/openapi.yaml      describe this API's OpenAPI description (web/openapi.yaml): every route
+                                          above with its roles, bodies and answers
 
 The web layer gets what it needs as WebPorts (web.ports): Protocols of the
 features, never the composition root. Errors of the layers below map to HTTP
@@ -29,6 +31,7 @@ The listener's limits (connections, request head and body time) are in web.limit
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from pathlib import Path
@@ -187,6 +190,16 @@ async def audit(request: web.Request) -> web.Response:
     return web.json_response({"entries": await request.app[PORTS].rules.audit_trail()})
 
 
+@require("describe")
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=_openapi_document(), content_type="application/yaml")
+
+
+@functools.cache
+def _openapi_document() -> bytes:
+    return (Path(__file__).resolve().parent / "openapi.yaml").read_bytes()  # once: no disk read on the loop after
+
+
 STATIC = Path(__file__).resolve().parent / "static"
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
@@ -287,6 +300,7 @@ def make_app(ports: WebPorts, screens: DispatcherScreens, guard: ConnectionGuard
     app.router.add_post("/api/v1/abandoned/{call_id}/callback-done", require("callers")(callback_done))
     app.router.add_post("/aml/v1/https", require("aml")(aml.https_delivery))
     app.router.add_post("/aml/v1/sms", require("aml")(aml.sms_delivery))
+    app.router.add_get("/api/v1/openapi.yaml", openapi)
     return app
 
 

@@ -8,6 +8,8 @@ What each role reaches (web.settings.Role), by the access a route requires:
   an abandoned call called back). Roles dispatcher and supervisor.
 - ``map``: the district polygons. Every role but aml.
 - ``aml``: deliver AML messages. Role aml, or a signed delivery (signed_grant).
+- ``describe``: the API's description (web/openapi.yaml). Every role: it is no secret
+  (it ships in the wheel), but nothing but the health checks answers without a token.
 Only ``/healthz`` and ``/readyz`` (web.health) need no token: they hold no data.
 A dispatcher's page and screen belong to the seat the token is named after.
 
@@ -42,13 +44,14 @@ from web.settings import TokenGrant
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Access = Literal["look", "rules", "callers", "map", "aml"]
+Access = Literal["look", "rules", "callers", "map", "aml", "describe"]
 _ADMITS: dict[Access, frozenset[str]] = {
     "look": frozenset({"read", "supervisor", "admin"}),
     "rules": frozenset({"admin"}),
     "callers": frozenset({"dispatcher", "supervisor"}),
     "map": frozenset({"read", "supervisor", "admin", "dispatcher"}),
     "aml": frozenset({"aml"}),
+    "describe": frozenset({"read", "supervisor", "admin", "dispatcher", "aml"}),
 }
 # browsers cannot set headers on a page link: the token comes as a query parameter there
 _PAGE_PATHS = ("/dispatch/", "/supervisor")
