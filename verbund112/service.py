@@ -48,6 +48,7 @@ from verbund112.service_manager import ServiceManager
 from verbund112.settings import Settings
 from verbund112.store import Store
 from web.app import serve as serve_web
+from web.auth import SIGNATURE_REFUSALS
 from web.notifier import DispatcherScreens
 from web.ports import Health, WebPorts
 
@@ -142,6 +143,8 @@ class Service:
         self.aml_signatures_refused = prom.Counter("verbund112_aml_signatures_refused",
                                                    "signed AML deliveries refused, by reason", ["reason"],
                                                    registry=registry)  # fmt: skip
+        for reason in SIGNATURE_REFUSALS:
+            self.aml_signatures_refused.labels(reason)
         self.web_port = settings.web.port
         self.started = asyncio.Event()
         self.stopped = asyncio.Event()  # set when run() has let go of every port and connection

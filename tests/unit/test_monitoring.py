@@ -117,3 +117,17 @@ def test_every_metric_of_the_service_is_documented() -> None:
     suffix = {"counter": "_total", "info": "_info"}
     names = [family.name + suffix.get(family.type, "") for family in service_registry().collect()]
     assert [name for name in names if f"`{name}`" not in reference] == []
+
+
+def test_the_series_the_alerts_count_exist_from_the_start_so_the_first_event_counts() -> None:
+    registry = service_registry()
+    for name, labels in [
+        ("verbund112_fastagi_requests_total", {"outcome": "fallback"}),
+        ("verbund112_fastagi_requests_total", {"outcome": "late"}),
+        ("verbund112_aml_messages_total", {"format": "https", "outcome": "unavailable"}),
+        ("verbund112_aml_messages_total", {"format": "sms-v1", "outcome": "refused"}),
+        ("verbund112_aml_signatures_refused_total", {"reason": "bad-signature"}),
+        ("verbund112_answer_time_seconds_count", {"route": "local"}),
+        ("verbund112_desks", {"state": "available"}),
+    ]:
+        assert registry.get_sample_value(name, labels) == 0, (name, labels)
