@@ -246,6 +246,11 @@ class AgiStats:
     refused: int = 0  # peers that are not our Asterisk (address or secret)
 
 
+# how an exchange ended (on_done): the reply given, the fallback reply (handler failed or too slow: the
+# dialplan routes locally), the reply sent past the deadline, the connection broken, the request refused
+OUTCOMES = ("answered", "fallback", "late", "broken", "rejected")
+
+
 @dataclass
 class _Exchange:
     peer: object

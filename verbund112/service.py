@@ -32,8 +32,9 @@ from verbund112 import __version__
 from verbund112.features.abandoned_calls import AbandonedCalls
 from verbund112.features.aml_polls import AmlPull
 from verbund112.features.aml_sink import AmlSink
+from verbund112.features.answer_times import AnswerTimes
 from verbund112.features.circling_callers import CirclingCallers
-from verbund112.features.hub import EventHub
+from verbund112.features.hub import CallRouted, EventHub
 from verbund112.features.overflow_mover import OverflowMover
 from verbund112.features.partner_watch import PartnerWatch
 from verbund112.features.routing_service import FALLBACK_REPLY, RoutingMetrics, RoutingService
@@ -47,6 +48,7 @@ from verbund112.service_manager import ServiceManager
 from verbund112.settings import Settings
 from verbund112.store import Store
 from web.app import serve as serve_web
+from web.auth import SIGNATURE_REFUSALS
 from web.notifier import DispatcherScreens
 from web.ports import Health, WebPorts
 
@@ -88,17 +90,18 @@ class Service:
         )  # fmt: skip
         self.partner = PartnerWatch(
             site=site, partner=partner, store=self.store, own_snapshot=self._own_snapshot,
-            on_report=self.overflow.on_partner, interval=settings.redis.heartbeat_interval,
+            on_report=self.overflow.on_partner, interval=settings.redis.heartbeat_interval, registry=registry,
         )  # fmt: skip
         self.rules_agreement = RulesAgreement(
             site=site, partner=partner, own_digest=self._rules_digest, partner_snapshot=lambda: self.partner.snapshot,
             registry=registry,
         )  # fmt: skip
         self.routing_metrics = RoutingMetrics(registry)
+        self.answer_times = AnswerTimes(registry)
         self.routing = RoutingService(
             site=site, partner=partner, rules=self._rules, partner_alive=lambda: self.partner.alive,
             latest_aml_fix=self.store.latest_aml_fix, aml_read_within=settings.redis.timeout / 5,
-            announce=self.hub.publish, remember=self.call_records.put,
+            announce=self._routed, remember=self.call_records.put,
         )  # fmt: skip
         self.fastagi = FastAgiServer(
             self.routing.route,
@@ -122,6 +125,9 @@ class Service:
                                           own_snapshot=self._own_snapshot, rules=self.rules_agreement.status,
                                           circling_alarm_after_s=settings.circling.alarm_after_s)  # fmt: skip
         prom.Info("verbund112_build", "the running verbund112", registry=registry).info({"version": __version__})
+        # the process's CPU, memory, open files and start time (process_*), and Python's version (python_info)
+        prom.ProcessCollector(registry=registry)
+        prom.PlatformCollector(registry=registry)
         self.answered_calls_read = prom.Counter(
             "verbund112_answered_calls_read", "calls held by a dispatcher, read after an AMI connect", registry=registry
         )
@@ -131,9 +137,14 @@ class Service:
         )
         self.aml_messages = prom.Counter("verbund112_aml_messages", "AML messages by format and outcome",
                                          ["format", "outcome"], registry=registry)  # fmt: skip
+        for kind in ("https", "sms-v1", "sms-v2"):  # shown as 0 from the start: an alert watches the refusals
+            for outcome in ("stored", "refused", "unavailable"):
+                self.aml_messages.labels(kind, outcome)
         self.aml_signatures_refused = prom.Counter("verbund112_aml_signatures_refused",
                                                    "signed AML deliveries refused, by reason", ["reason"],
                                                    registry=registry)  # fmt: skip
+        for reason in SIGNATURE_REFUSALS:
+            self.aml_signatures_refused.labels(reason)
         self.web_port = settings.web.port
         self.web_app: web.Application | None = None  # the app it serves, once started (its routes: test_openapi)
         self.started = asyncio.Event()
@@ -256,13 +267,18 @@ class Service:
                 self.stopped.set()
                 log.info("verbund112 %s stopped", self.settings.site)
 
-    # -- AMI ------------------------------------------------------------------
+    # -- events -----------------------------------------------------------------
+
+    def _routed(self, event: CallRouted) -> None:
+        self.answer_times.on_routed(event)
+        self.hub.publish(event)
 
     def _on_ami_event(self, event: events.SiteEvent) -> None:
         self.ami_events.labels(type(event).__name__).inc()
         self.overflow.on_event(event)
         self.abandoned.on_event(event)
         self.circling.on_event(event)
+        self.answer_times.on_event(event)
         self.hub.publish(event)
 
     async def _on_ami_connected(self, ami: AmiClient) -> None:

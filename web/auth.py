@@ -105,6 +105,10 @@ def aml_signature(secret: bytes, timestamp: str, nonce: str, body: bytes) -> str
     return "sha256=" + hmac.new(secret, signed, hashlib.sha256).hexdigest()
 
 
+# why signed_grant refuses a delivery: the label of verbund112_aml_signatures_refused_total
+SIGNATURE_REFUSALS = ("off", "incomplete", "bad-signature", "stale", "replay")
+
+
 async def signed_grant(request: web.Request, ports: WebPorts, now: float) -> tuple[TokenGrant | None, tuple[str, str]]:
     """A delivery signed with aml.hmac_secret counts as the aml role, once, and only while fresh.
 

@@ -342,7 +342,7 @@ async def test_with_no_redis_master_calls_are_routed_and_the_service_says_it_is_
         status = await status_of(verbund, "jena")
         assert status["degraded"] is True and status["reachable"] is False
         assert jena.registry.get_sample_value("verbund112_redis_up") == 0
-        assert (jena.registry.get_sample_value("verbund112_redis_degraded_seconds") or 0) > 0
+        assert (jena.registry.get_sample_value("verbund112_redis_degraded_seconds_total") or 0) > 0
     async with asyncio.timeout(20):
         while not jena.store.reachable:  # noqa: ASYNC110
             await asyncio.sleep(0.05)

@@ -21,15 +21,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import prometheus_client as prom
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 from pydantic import ValidationError
 
 from overflow.moves import OUTCOMES, MoveLedger, MoveOutcome
 from overflow.policy import DirectionRule, Move, Plan, plan_moves, spare_since
-from overflow.state import QueueView, SiteSnapshot
+from overflow.state import DeskState, QueueView, SiteSnapshot
 from routing.rules import Rules
 from telephony import dialplan, events
 from telephony.ami import AmiError
@@ -83,6 +85,7 @@ class OverflowMover:
         )
         for outcome in OUTCOMES:
             self.moves.labels(outcome)
+        registry.register(_QueueGauges(self.snapshot, clock))
 
     # -- inputs ---------------------------------------------------------------
 
@@ -179,3 +182,25 @@ class OverflowMover:
 
     def in_flight(self) -> list[str]:
         return list(self.ledger.in_flight)
+
+
+class _QueueGauges(Collector):
+    """This site's queue as the mover sees it, read when scraped: callers waiting, the longest wait, desks."""
+
+    def __init__(self, snapshot: Callable[[float], SiteSnapshot], clock: Callable[[], float]) -> None:
+        self._snapshot = snapshot
+        self._clock = clock
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        now = self._clock()
+        snapshot = self._snapshot(now)
+        yield GaugeMetricFamily("verbund112_callers_waiting", "callers waiting in this site's 112 queue",
+                                value=len(snapshot.waiting))  # fmt: skip
+        yield GaugeMetricFamily("verbund112_callers_longest_wait_seconds",
+                                "how long the caller first in this site's 112 queue has waited (0: none waits)",
+                                value=snapshot.longest_wait(now))  # fmt: skip
+        desks = GaugeMetricFamily("verbund112_desks", "dispatcher desks of this site's 112 queue, by state",
+                                  labels=["state"])  # fmt: skip
+        for state in DeskState:
+            desks.add_metric([state.value], snapshot.count(state))
+        yield desks

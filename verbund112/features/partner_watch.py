@@ -5,7 +5,8 @@ and reads the partner's in the same round trip. The partner counts as
 *reporting* while its snapshot is fresh and its Asterisk is connected; a
 missing, stale or malformed snapshot, or a store that does not answer, means
 "not reporting", never "idle". Whoever needs the partner's state (routing,
-the overflow, the status page) reads it here or is told by ``on_report``.
+the overflow, the status page) reads it here or is told by ``on_report``;
+``verbund112_partner_up`` (1 reporting, 0 not or not yet) is for alerts.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+
+import prometheus_client as prom
 
 from overflow.state import SiteSnapshot
 from verbund112.store import PartnerReport, Store, StoreError
@@ -32,6 +35,7 @@ class PartnerWatch:
         own_snapshot: Callable[[float], SiteSnapshot],
         on_report: Callable[[SiteSnapshot | None], None],
         interval: float,
+        registry: prom.CollectorRegistry,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.site = site
@@ -45,6 +49,10 @@ class PartnerWatch:
         self.problem = "no report yet"
         self.reporting = asyncio.Event()  # set while the partner reports, for whoever must wait for it
         self.gone = asyncio.Event()  # the opposite, set from the first report on
+        prom.Gauge(
+            "verbund112_partner_up", "1 while the partner site reports (fresh heartbeat, its AMI up), 0 while not "
+            "or not known yet", registry=registry,
+        ).set_function(lambda: float(self.alive))  # fmt: skip
 
     @property
     def alive(self) -> bool:

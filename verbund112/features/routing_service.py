@@ -26,7 +26,7 @@ from routing.location import LocationError, Position, parse_access_network_info,
 from routing.numbers import NumberError, to_e164
 from routing.rules import Rules
 from telephony import dialplan
-from telephony.fastagi import AgiReply, AgiSession
+from telephony.fastagi import OUTCOMES, AgiReply, AgiSession
 from verbund112.features.hub import CallRouted
 from verbund112.store import StoreError
 from verbund112.store.records import CallRecord, RoutedLocation, RoutedPosition
@@ -44,6 +44,8 @@ class RoutingMetrics:
         self.requests = prom.Counter(
             "verbund112_fastagi_requests", "FastAGI requests by outcome", ["outcome"], registry=registry
         )
+        for outcome in OUTCOMES:
+            self.requests.labels(outcome)  # shown as 0 from the start: the fallback alert needs the series
         self.seconds = prom.Histogram(
             "verbund112_fastagi_seconds",
             "FastAGI exchange duration",

@@ -16,13 +16,15 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 
 import prometheus_client as prom
 import redis.asyncio as aioredis
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, ValidationError, model_validator
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
@@ -196,6 +198,19 @@ class PartnerReport:
     problem: str
 
 
+class _DegradedSeconds(Collector):
+    """Time without a reachable master, summed: a counter (it only grows), read when scraped."""
+
+    def __init__(self, seconds: Callable[[], float]) -> None:
+        self._seconds = seconds
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "verbund112_redis_degraded_seconds", "seconds this service had no reachable Redis master, in all",
+            value=self._seconds(),
+        )  # fmt: skip
+
+
 class Store:
     def __init__(self, settings: RedisSettings, registry: prom.CollectorRegistry) -> None:
         self.settings = settings
@@ -230,8 +245,7 @@ class Store:
         self.master_info.info({"address": self.master or ""})
         prom.Gauge("verbund112_redis_up", "1 while Redis answers (0: degraded, no master reachable)",
                    registry=registry).set_function(lambda: 1.0 if self.reachable else 0.0)  # fmt: skip
-        prom.Gauge("verbund112_redis_degraded_seconds", "seconds this service had no reachable Redis master, in all",
-                   registry=registry).set_function(self.degraded_s)  # fmt: skip
+        registry.register(_DegradedSeconds(self.degraded_s))
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
