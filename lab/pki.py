@@ -3,7 +3,8 @@
 The lab's Verbund CA signs one certificate per site for the inter-site trunk
 (TLS with mutual certificates: each site is server and client with the same
 certificate); the tests use the same helpers for the AML pull stand-in and for
-certificates of a CA nobody trusts.
+certificates of a CA nobody trusts. The Verbund's Redis (nodes, sentinels, the services as
+clients) gets a CA of its own when a test runs it over TLS (redis_pki).
 """
 
 from __future__ import annotations
@@ -95,14 +96,28 @@ class SiteCertificate:
     ca: Path  # the Verbund CA: the only one the trunk trusts
 
 
+def _pki(directory: Path, ca_name: str, ca_stem: str, holders: dict[str, list[str]]) -> dict[str, SiteCertificate]:
+    """A fresh CA and a certificate per holder (server and client, for the holder's addresses)."""
+    ca_cert, ca_key = issue(ca_name, None, ca=True)
+    ca_path, ca_key_path = write(directory, ca_stem, ca_cert, ca_key)
+    ca_key_path.unlink()  # nothing is signed later: the CA key is not kept
+    certificates = {}
+    for holder, addresses in holders.items():
+        cert, key = issue(holder, (ca_cert.subject, ca_key), server=True, alt_names=addresses)
+        cert_path, key_path = write(directory, holder, cert, key)
+        certificates[holder] = SiteCertificate(cert_path, key_path, ca_path)
+    return certificates
+
+
 def verbund_pki(directory: Path, site_addresses: dict[str, str]) -> dict[str, SiteCertificate]:
     """A fresh Verbund CA and a trunk certificate per site (server and client, for the site's address)."""
-    ca_cert, ca_key = issue("Verbund112 lab CA", None, ca=True)
-    ca_path, ca_key_path = write(directory, "verbund-ca", ca_cert, ca_key)
-    ca_key_path.unlink()  # nothing is signed later: the CA key is not kept
-    sites = {}
-    for site, address in site_addresses.items():
-        cert, key = issue(f"asterisk-{site}", (ca_cert.subject, ca_key), server=True, alt_names=[address])
-        cert_path, key_path = write(directory, site, cert, key)
-        sites[site] = SiteCertificate(cert_path, key_path, ca_path)
-    return sites
+    holders = {f"asterisk-{site}": [address] for site, address in site_addresses.items()}
+    certificates = _pki(directory, "Verbund112 lab CA", "verbund-ca", holders)
+    return {site: certificates[f"asterisk-{site}"] for site in site_addresses}
+
+
+def redis_pki(directory: Path, holders: list[str], address: str) -> dict[str, SiteCertificate]:
+    """A fresh CA of the Verbund's Redis and a certificate per holder (a Redis node, a sentinel, a
+    service), each for ``address``: every one is server and client (a replica connects to its
+    master, a sentinel to the nodes and the other sentinels, each presenting its certificate)."""
+    return _pki(directory, "Verbund112 lab Redis CA", "redis-ca", {holder: [address] for holder in holders})

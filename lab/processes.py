@@ -25,6 +25,7 @@ from typing import Any
 import redis
 
 from lab import rootfs
+from lab.pki import SiteCertificate
 from verbund112 import asterisk_config
 
 LOOPBACK = "127.0.0.1"
@@ -154,39 +155,63 @@ def _reap(process: subprocess.Popen | None) -> None:  # type: ignore[type-arg]
             process.wait(timeout=1)
 
 
+def tls_lines(tls: SiteCertificate | None, port: int, auth_clients: str = "yes") -> list[str]:
+    """redis.conf lines: plain ``port``, or TLS only (``port 0``; replication over TLS too, no cluster)."""
+    if tls is None:
+        return [f"port {port}"]
+    return [
+        "port 0", f"tls-port {port}", f"tls-cert-file {tls.cert}", f"tls-key-file {tls.key}",
+        f"tls-ca-cert-file {tls.ca}", f"tls-auth-clients {auth_clients}", "tls-replication yes", "tls-cluster no",
+    ]  # fmt: skip
+
+
+def tls_client_options(tls: SiteCertificate | None) -> dict[str, Any]:
+    """redis-py's connection options for a process of the lab's Redis (none without TLS)."""
+    if tls is None:
+        return {}
+    return {"ssl": True, "ssl_ca_certs": str(tls.ca), "ssl_certfile": str(tls.cert), "ssl_keyfile": str(tls.key)}
+
+
 @dataclass
 class RedisServer:
-    """A plain redis-server on loopback, no persistence, no password (the store's tests of `redis.url`)."""
+    """A plain redis-server on loopback, no persistence, no password (the store's tests of `redis.url`).
+
+    With ``tls``: TLS only (``rediss://``); a client certificate is checked if one is shown.
+    """
 
     workdir: Path
     port: int = 0
+    tls: SiteCertificate | None = None
     pid: int = 0
     process: subprocess.Popen | None = None  # type: ignore[type-arg]
 
     @property
     def url(self) -> str:
-        return f"redis://{LOOPBACK}:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://{LOOPBACK}:{self.port}/0"
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_tcp_port()
+        lines = [
+            f"bind {LOOPBACK}", *tls_lines(self.tls, self.port, auth_clients="optional"), 'save ""', "appendonly no",
+            "daemonize no", f"dir {self.workdir}", "protected-mode yes",
+        ]  # fmt: skip
+        config = self.workdir / "redis.conf"
+        config.write_text("\n".join(lines) + "\n")
         with (self.workdir / "redis.log").open("ab") as log_file:
             process = subprocess.Popen(
-                [
-                "redis-server", "--bind", LOOPBACK, "--port", str(self.port),
-                "--save", "", "--appendonly", "no", "--daemonize", "no",
-                "--dir", str(self.workdir), "--protected-mode", "yes",
-            ],
-            stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+                ["redis-server", str(config)], stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self.process = process
         self.pid = process.pid
         wait_until(self._answers_ping, 10, "redis-server", process)
 
     def _answers_ping(self) -> bool:
-        with contextlib.suppress(OSError), socket.create_connection((LOOPBACK, self.port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
+        with contextlib.suppress(redis.RedisError, OSError), redis.Redis(
+            host=LOOPBACK, port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5,
+            **tls_client_options(self.tls),
+        ) as client:  # fmt: skip
+            return bool(client.ping())
         return False
 
     def stop(self) -> None:
@@ -199,6 +224,8 @@ class RedisServer:
 REDIS_MASTER_NAME = "verbund112"  # the name the sentinels monitor the Verbund's Redis by
 REDIS_NODES = ("jena", "gera")  # a redis-server at each site; the first starts as the master
 SENTINELS = ("jena", "gera", "witness")  # quorum 2: the loss of either site leaves a majority
+# the holders of certificates in a TLS set (lab/pki.py redis_pki)
+REDIS_TLS_HOLDERS = (*(f"redis-{node}" for node in REDIS_NODES), *(f"sentinel-{name}" for name in SENTINELS))
 
 
 def _private_file(path: Path, text: str) -> None:
@@ -218,16 +245,17 @@ class RedisNode:
     password: str
     port: int = 0
     replica_of: int | None = None  # at the first start only: the master's port
+    tls: SiteCertificate | None = None  # TLS only (port 0, tls-port, replication over TLS)
     pid: int = 0
     process: subprocess.Popen | None = None  # type: ignore[type-arg]
 
     @property
     def url(self) -> str:
-        return f"redis://:{self.password}@{LOOPBACK}:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://:{self.password}@{LOOPBACK}:{self.port}/0"
 
     def client(self, timeout: float = 1.0) -> redis.Redis:
         return redis.Redis(host=LOOPBACK, port=self.port, password=self.password, socket_timeout=timeout,
-                           socket_connect_timeout=timeout)  # fmt: skip
+                           socket_connect_timeout=timeout, **tls_client_options(self.tls))  # fmt: skip
 
     def start(self) -> None:
         """Start with the configuration it was first given (a restarted master comes back as a
@@ -237,7 +265,7 @@ class RedisNode:
         config = self.workdir / "redis.conf"
         if not config.exists():
             lines = [
-                f"bind {LOOPBACK}", f"port {self.port}", "protected-mode yes", 'save ""', "appendonly no",
+                f"bind {LOOPBACK}", *tls_lines(self.tls, self.port), "protected-mode yes", 'save ""', "appendonly no",
                 "daemonize no", f"dir {self.workdir}", f"requirepass {self.password}", f"masterauth {self.password}",
             ]  # fmt: skip
             if self.replica_of:
@@ -290,6 +318,7 @@ class SentinelProcess:
     workdir: Path
     password: str  # the sentinels' own
     port: int = 0
+    tls: SiteCertificate | None = None  # TLS only, to clients, the other sentinels and the nodes
     pid: int = 0
     process: subprocess.Popen | None = None  # type: ignore[type-arg]
 
@@ -299,7 +328,8 @@ class SentinelProcess:
 
     def client(self, timeout: float = 1.0) -> redis.Redis:
         return redis.Redis(host=LOOPBACK, port=self.port, password=self.password, socket_timeout=timeout,
-                           socket_connect_timeout=timeout, decode_responses=True)  # fmt: skip
+                           socket_connect_timeout=timeout, decode_responses=True,
+                           **tls_client_options(self.tls))  # fmt: skip
 
     def start(self, master_port: int, node_password: str, down_after_ms: int, failover_timeout_ms: int) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -307,7 +337,7 @@ class SentinelProcess:
         config = self.workdir / "sentinel.conf"  # the sentinel rewrites it with what it learns
         if not config.exists():
             lines = [
-                f"bind {LOOPBACK}", f"port {self.port}", "protected-mode yes", "daemonize no",
+                f"bind {LOOPBACK}", *tls_lines(self.tls, self.port), "protected-mode yes", "daemonize no",
                 f"dir {self.workdir}", f"requirepass {self.password}", f"sentinel sentinel-pass {self.password}",
                 f"sentinel monitor {REDIS_MASTER_NAME} {LOOPBACK} {master_port} 2",
                 f"sentinel auth-pass {REDIS_MASTER_NAME} {node_password}",
@@ -357,11 +387,16 @@ class RedisSentinelSet:
     Passwords are made at each start (``requirepass``/``masterauth`` on the nodes, the
     sentinels' own). Tests and drills kill the master, ask which node is master now and
     restart a killed node, which the sentinels turn into a replica.
+
+    With ``tls`` (certificates by holder: ``redis-<node>``, ``sentinel-<name>``; lab/pki.py
+    redis_pki) every node and sentinel speaks TLS only, with client certificates required,
+    replication and the sentinels' links included. The lab's default set is plain (faster).
     """
 
     workdir: Path
     down_after_ms: int = 1000  # a dead master is noticed this soon...
     failover_timeout_ms: int = 5000  # ...and a failover that got stuck is tried again after this
+    tls: dict[str, SiteCertificate] | None = None
     password: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     sentinel_password: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     nodes: dict[str, RedisNode] = field(default_factory=dict)
@@ -378,21 +413,26 @@ class RedisSentinelSet:
     def start(self) -> None:
         first, second = REDIS_NODES
         try:
-            master = RedisNode(first, self.workdir / f"redis-{first}", self.password)
+            master = RedisNode(first, self.workdir / f"redis-{first}", self.password, tls=self._tls(f"redis-{first}"))
             self.nodes[first] = master
             master.start()
-            replica = RedisNode(second, self.workdir / f"redis-{second}", self.password, replica_of=master.port)
+            replica = RedisNode(second, self.workdir / f"redis-{second}", self.password, replica_of=master.port,
+                                tls=self._tls(f"redis-{second}"))  # fmt: skip
             self.nodes[second] = replica
             replica.start()
             wait_until(lambda: replica.role() == "slave", 15, f"redis {second} replicating")
             for name in SENTINELS:
-                sentinel = SentinelProcess(name, self.workdir / f"sentinel-{name}", self.sentinel_password)
+                sentinel = SentinelProcess(name, self.workdir / f"sentinel-{name}", self.sentinel_password,
+                                           tls=self._tls(f"sentinel-{name}"))  # fmt: skip
                 self.sentinels[name] = sentinel
                 sentinel.start(master.port, self.password, self.down_after_ms, self.failover_timeout_ms)
             wait_until(self._sentinels_agree, 20, "sentinels seeing each other and the replica")
         except BaseException:
             self.stop()
             raise
+
+    def _tls(self, holder: str) -> SiteCertificate | None:
+        return None if self.tls is None else self.tls[holder]
 
     def _sentinels_agree(self) -> bool:
         states = [sentinel.master_state() for sentinel in self.sentinels.values() if sentinel.pid]

@@ -34,6 +34,7 @@ def serve(config_file: Path | None) -> None:
     from verbund112.service import Service
     from verbund112.service_manager import watchdog_from_environment
     from verbund112.settings import load_settings
+    from verbund112.store import StoreSetupError
 
     try:
         settings = load_settings(config_file)
@@ -47,7 +48,7 @@ def serve(config_file: Path | None) -> None:
     async def run() -> None:
         try:
             service = Service(settings, watchdog=watchdog_from_environment())
-        except PeerSetupError as exc:  # no FastAGI secret, or no way to know Asterisk's address
+        except (PeerSetupError, StoreSetupError) as exc:  # no FastAGI secret, ...; a redis.tls file unusable
             raise click.ClickException(f"configuration: {exc}") from exc
         loop = asyncio.get_running_loop()
         logging.getLogger(__name__).info("event loop: %s", type(loop).__module__)

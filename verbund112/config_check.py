@@ -3,7 +3,8 @@
 Offline, before a change goes live: the service's settings (as ``serve`` would load them, the
 environment included), the rules file they name with its data files, the Asterisk site values,
 every template rendered with them, the dialplan contract (telephony.dialplan) in the rendered
-``extensions.conf``, the values that must agree between the service and its Asterisk, and, when
+``extensions.conf``, the values that must agree between the service and its Asterisk, the TLS
+files of ``redis.tls`` (there, readable, the key not open to everyone, a certificate with its key), and, when
 an installed configuration folder is there, that it is what ``asterisk-config render`` would write.
 Every problem is one ``file:line: what``; YAML line numbers come from the nodes' marks.
 """
@@ -31,6 +32,7 @@ from telephony import dialplan
 from telephony.fastagi import PeerPolicy, PeerSetupError
 from verbund112 import asterisk_config, asterisk_install, shipped
 from verbund112.settings import Settings, load_settings
+from verbund112.store import tls_file_problems
 
 ENVIRONMENT = "environment"  # the "file" of a value that came from a VERBUND112_* variable
 
@@ -148,6 +150,9 @@ def check(
         PeerPolicy.from_settings(settings.fastagi, asterisk_host=settings.ami.host)
     except PeerSetupError as exc:
         problems.append(where.problem(("fastagi",), str(exc)))
+    if settings.redis.tls is not None:
+        problems += [where.problem(("redis", "tls", setting), f"redis.tls.{setting}: {what}")
+                     for setting, what in tls_file_problems(settings.redis.tls)]  # fmt: skip
 
     rules = None
     rules_path = settings.rules_file or shipped.rules_file()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+import typing
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -13,12 +15,23 @@ from verbund112.settings import Settings
 REFERENCE = (Path(__file__).resolve().parents[2] / "docs/configuration.md").read_text()
 
 
+def _section(annotation: object) -> type[BaseModel] | None:
+    """The settings model of a section, also of an optional one (``X | None``)."""
+    optional = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    for candidate in (annotation, *(typing.get_args(annotation) if optional else ())):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
 def _names(model: type[BaseModel], prefix: str = "") -> list[str]:
     names = []
     for name, field in model.model_fields.items():
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel) and prefix == "" and name != "paths":
-            names += _names(annotation, f"{name}.")
+        section = _section(field.annotation)
+        if section is not None and name != "paths":
+            if prefix:  # a section within a section (redis.tls): the section itself is documented too
+                names.append(prefix + name)
+            names += _names(section, f"{prefix}{name}.")
         else:
             names.append(prefix + name)
     return names

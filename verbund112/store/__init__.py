@@ -8,10 +8,13 @@ from verbund112.store.redis_store import (
     NotReplicated,
     PartnerReport,
     RedisSettings,
+    RedisTlsSettings,
     Resubscribed,
     Store,
     StoreError,
+    StoreSetupError,
     being_cancelled,
+    tls_file_problems,
 )
 
 __all__ = [
@@ -22,8 +25,11 @@ __all__ = [
     "NotReplicated",
     "PartnerReport",
     "RedisSettings",
+    "RedisTlsSettings",
     "Resubscribed",
     "Store",
     "StoreError",
+    "StoreSetupError",
     "being_cancelled",
+    "tls_file_problems",
 ]

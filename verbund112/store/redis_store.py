@@ -15,9 +15,12 @@ import contextlib
 import json
 import logging
 import re
+import ssl
+import stat
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -52,12 +55,70 @@ _CALL_ID = re.compile(r"^[-0-9A-Za-z._]{1,80}$")
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
 
+class RedisTlsSettings(BaseModel):
+    """TLS to the Redis nodes and the sentinels (settings section `redis.tls`), for links across a WAN.
+
+    Only paths: the key stays in its file (readable by its owner and group only). The
+    files are checked when the store is built (``tls_file_problems``) and by check-config.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ca_file: Path = Field(description="PEM: the CA that signed the Redis nodes' and sentinels' certificates")
+    cert_file: Path | None = Field(default=None, description="PEM: this service's certificate (tls-auth-clients)")
+    key_file: Path | None = Field(default=None, description="PEM: the key of cert_file, unencrypted, mode 0600/0640")
+    # Sentinels name the master by IP address: the nodes' certificates carry it (subjectAltName).
+    check_hostname: bool = Field(default=True, description="a certificate must name the address connected to")
+
+    @model_validator(mode="after")
+    def _certificate_with_key(self) -> RedisTlsSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("redis.tls: cert_file and key_file go together")
+        return self
+
+
+class StoreSetupError(ValueError):
+    """The store cannot be built: a file redis.tls names is missing, unreadable, too open or wrong."""
+
+
+def tls_file_problems(tls: RedisTlsSettings) -> list[tuple[str, str]]:
+    """What is wrong with the files of redis.tls, as (setting, what); empty when TLS can be set up."""
+    problems: list[tuple[str, str]] = []
+    for setting, path in (("ca_file", tls.ca_file), ("cert_file", tls.cert_file), ("key_file", tls.key_file)):
+        if path is None:
+            continue
+        try:
+            with path.open("rb"):
+                mode = stat.S_IMODE(path.stat().st_mode)
+        except OSError as exc:
+            problems.append((setting, f"{path}: {exc.strerror or exc}"))
+            continue
+        if setting == "key_file" and mode & 0o007:
+            problems.append((setting, f"{path} is open to everyone (mode {mode:04o}): 0600 or 0640 it must be"))
+    if problems:
+        return problems
+    context = ssl.create_default_context()
+    try:
+        context.load_verify_locations(cafile=tls.ca_file)
+    except (ssl.SSLError, ValueError) as exc:
+        problems.append(("ca_file", f"{tls.ca_file}: no PEM certificate in it ({exc})"))
+    if tls.cert_file is not None:
+        try:
+            # a callable password: OpenSSL never prompts on the terminal for an encrypted key
+            context.load_cert_chain(tls.cert_file, tls.key_file, password=lambda: "")
+        except (ssl.SSLError, ValueError) as exc:
+            problems.append(("cert_file", f"{tls.cert_file} with {tls.key_file}: not a PEM certificate and its "
+                                          f"unencrypted key ({exc})"))  # fmt: skip
+    return problems
+
+
 class RedisSettings(BaseModel):
     """The shared store of both sites (settings section `redis`).
 
     Either through Redis Sentinel (``sentinels`` and ``master_name``: the store follows a
     failover by itself) or one plain Redis (``url``); not both. Neither: the plain Redis
-    at DEFAULT_URL.
+    at DEFAULT_URL. With ``tls`` every connection (to the nodes and to the sentinels) is
+    TLS; a plain Redis is then a ``rediss://`` URL.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -75,6 +136,7 @@ class RedisSettings(BaseModel):
     # None: 1 through sentinels (the replica at the other site), 0 with a plain Redis.
     replica_acks: int | None = Field(default=None, ge=0, le=4)
     replica_ack_timeout: float = Field(default=0.25, gt=0, description="WAIT for the replicas, seconds")
+    tls: RedisTlsSettings | None = Field(default=None, description="TLS to the nodes and the sentinels")
     heartbeat_interval: float = Field(default=0.5, gt=0)
     # A site that stops is seen as gone after at most heartbeat_ttl + heartbeat_interval (2 s).
     heartbeat_ttl: float = Field(default=1.5, gt=0, description="partner counts as unknown after this")
@@ -89,6 +151,11 @@ class RedisSettings(BaseModel):
     def _one_way_to_redis(self) -> RedisSettings:
         if self.url is not None and self.sentinels:
             raise ValueError("redis: give either url (one plain Redis) or sentinels, not both")
+        secure_url = self.url is not None and urlsplit(self.url).scheme == "rediss"
+        if self.tls is not None and not self.through_sentinels and not secure_url:
+            raise ValueError("redis.tls is set: the plain Redis is then a rediss:// url (or use sentinels)")
+        if secure_url and self.tls is None:
+            raise ValueError("redis.url is rediss://: set redis.tls.ca_file, the CA that signed the Redis certificate")
         if self.acks_needed and self.replica_ack_timeout >= self.timeout:
             raise ValueError("redis.replica_ack_timeout must be shorter than redis.timeout (the WAIT is a command)")
         return self
@@ -164,18 +231,31 @@ class _WatchedSentinelPool(SentinelConnectionPool):
         return address
 
 
+def _tls_options(tls: RedisTlsSettings | None) -> dict[str, Any]:
+    """redis-py's TLS options of a connection (none without redis.tls)."""
+    if tls is None:
+        return {}
+    return {
+        "ssl_ca_certs": str(tls.ca_file), "ssl_certfile": tls.cert_file and str(tls.cert_file),
+        "ssl_keyfile": tls.key_file and str(tls.key_file), "ssl_check_hostname": tls.check_hostname,
+        "ssl_min_version": ssl.TLSVersion.TLSv1_2,
+    }  # fmt: skip
+
+
 def _connect(settings: RedisSettings) -> tuple[aioredis.Redis, Sentinel | None]:
     """A client of the master: through the sentinels (follows a failover), or of the one plain Redis."""
     password = None if settings.password is None else settings.password.get_secret_value()
     timeouts: dict[str, Any] = {"socket_timeout": settings.timeout, "socket_connect_timeout": settings.timeout}
-    if not settings.through_sentinels:
-        return aioredis.Redis.from_url(settings.url or DEFAULT_URL, password=password, **timeouts), None
+    tls = _tls_options(settings.tls)
+    if not settings.through_sentinels:  # rediss:// makes the connections TLS
+        return aioredis.Redis.from_url(settings.url or DEFAULT_URL, password=password, **timeouts, **tls), None
+    secure = {"ssl": True, **tls} if tls else {}
     sentinel_password = None if settings.sentinel_password is None else settings.sentinel_password.get_secret_value()
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
         [(host, int(port)) for host, port in (address.rsplit(":", 1) for address in settings.sentinels)],
         sentinel_kwargs={"password": sentinel_password, "socket_timeout": settings.sentinel_timeout,
-                         "socket_connect_timeout": settings.sentinel_timeout},
-        password=password, **timeouts,
+                         "socket_connect_timeout": settings.sentinel_timeout, **secure},
+        password=password, **timeouts, **secure,
     )  # fmt: skip
     client = sentinel.master_for(settings.master_name, connection_pool_class=_WatchedSentinelPool)
     return client, sentinel
@@ -213,6 +293,9 @@ class _DegradedSeconds(Collector):
 
 class Store:
     def __init__(self, settings: RedisSettings, registry: prom.CollectorRegistry) -> None:
+        """Raises StoreSetupError when the TLS files of redis.tls cannot be used."""
+        if settings.tls is not None and (problems := tls_file_problems(settings.tls)):
+            raise StoreSetupError("; ".join(f"redis.tls.{setting}: {what}" for setting, what in problems))
         self.settings = settings
         self.within = settings.timeout
         self.max_age_s = settings.personal_data_max_age_s
@@ -222,6 +305,7 @@ class Store:
         self.master: str | None = None if settings.through_sentinels else _address_of(settings.url or DEFAULT_URL)
         self._degraded_since: float | None = None  # monotonic; None while a master answers
         self._degraded_before_s = 0.0  # earlier spells without a master, summed
+        self._tls_refusal: str | None = None  # why the last TLS handshake failed, until one succeeds
         self.failovers_seen = 0
         if isinstance(self.redis.connection_pool, _WatchedSentinelPool):
             self.redis.connection_pool.on_master = self._master_seen
@@ -239,6 +323,10 @@ class Store:
         self.unreplicated = prom.Counter(
             "verbund112_redis_writes_unreplicated", "writes no replica acknowledged in time (kept and written again)",
             ["what"], registry=registry,
+        )  # fmt: skip
+        self.tls_refused = prom.Counter(
+            "verbund112_redis_tls_refused", "connections to Redis or a sentinel that failed in the TLS handshake",
+            ["reason"], registry=registry,
         )  # fmt: skip
         self.master_info = prom.Info("verbund112_redis_master", "the Redis master this service writes to",
                                      registry=registry)  # fmt: skip
@@ -276,6 +364,7 @@ class Store:
         now = time.monotonic()
         if reachable:
             log.info("Redis reachable")
+            self._tls_refusal = None
             if self._degraded_since is not None:
                 self._degraded_before_s += now - self._degraded_since
                 self._degraded_since = None
@@ -308,7 +397,10 @@ class Store:
         except (TimeoutError, OSError, aioredis.RedisError) as exc:
             if being_cancelled():
                 raise asyncio.CancelledError from exc
-            if self.reachable:
+            refusal = tls_refusal(exc)
+            if refusal is not None:
+                self._refused(*refusal)
+            elif self.reachable:
                 log.warning("Redis unreachable: %s (calls are not affected)", exc or type(exc).__name__)
             self._mark_reachable(False)
             raise StoreError(str(exc) or type(exc).__name__) from exc
@@ -316,6 +408,17 @@ class Store:
             raise asyncio.CancelledError
         self._mark_reachable(True)
         return result
+
+    def _refused(self, reason: str, detail: str) -> None:
+        """A TLS handshake failed: counted each time, an ERROR line when the reason is new (not every heartbeat)."""
+        self.tls_refused.labels(reason).inc()
+        if reason != self._tls_refusal:
+            log.error(
+                "Redis refused: the TLS handshake failed (%s); check redis.tls: ca_file must be the CA that signed "
+                "the certificates of the Redis nodes and sentinels, cert_file and key_file this service's, signed "
+                "by the CA they trust. Calls are not affected, the store is degraded.", detail,
+            )  # fmt: skip
+        self._tls_refusal = reason
 
     async def _pipeline(self, fill: Any, transaction: bool = True, within: float | None = None) -> list[Any]:
         async with self.redis.pipeline(transaction=transaction) as pipe:
@@ -610,6 +713,28 @@ class Store:
             call_id = self._text("abandoned-update", data, _CALL_ID)
             return None if call_id is None else AbandonedChanged(call_id)
         return None
+
+
+_SSL_ERROR = re.compile(r"\[SSL: ([A-Z0-9_]+)\][^'\"]*")
+
+
+def tls_refusal(exc: BaseException) -> tuple[str, str] | None:
+    """Why a TLS handshake failed: OpenSSL's reason (e.g. CERTIFICATE_VERIFY_FAILED) and its text;
+    None if the failure was not TLS.
+
+    redis-py keeps the SSLError only as text in its ConnectionError, and through the sentinels
+    as text in MasterNotFoundError, under our timeout's TimeoutError: the chain's texts are read.
+    """
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            break
+        if isinstance(seen, ssl.SSLError) and seen.reason:
+            return str(seen.reason), str(seen)
+        if found := _SSL_ERROR.search(str(seen)):
+            return found.group(1), found.group(0).rstrip(". ")
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _outcome(raw: Any) -> str:
