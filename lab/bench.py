@@ -255,17 +255,7 @@ async def bench_pops(verbund: lab.Verbund, rate: int, seconds: int) -> None:
 
 def server_side(verbund: lab.Verbund) -> str:
     """Cumulative share of FastAGI exchanges within each bucket, from /metrics."""
-    request = urllib.request.Request(
-        f"http://{LOOPBACK}:{verbund.ports['jena'].web}/metrics",
-        headers={"Authorization": f"Bearer {verbund.read_token}"},
-    )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        text = response.read().decode()
-    buckets = {}
-    for line in text.splitlines():
-        if line.startswith("verbund112_fastagi_seconds_bucket"):
-            bound = line.split('le="', 1)[1].split('"', 1)[0]
-            buckets[bound] = float(line.rsplit(" ", 1)[1])
+    buckets = {s.labels["le"]: s.value for s in verbund.metric_samples("jena", "verbund112_fastagi_seconds_bucket")}
     total = buckets.get("+Inf", 0.0) or 1.0
     return ", ".join(f"≤{float(b) * 1000:g} ms {count / total:.1%}" for b, count in buckets.items()
                      if b != "+Inf" and 0.0005 <= float(b) <= 0.01)  # fmt: skip

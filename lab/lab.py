@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from lab import pki, rootfs
 from lab.processes import (
@@ -136,6 +138,15 @@ class Verbund:
 
     def site(self, name: str) -> AsteriskSite:
         return self.sites[name]
+
+    def metric_samples(self, site: str, name: str) -> list[Sample]:
+        """The samples of one metric (as exposed, e.g. "..._bucket") read from a site's /metrics."""
+        request = urllib.request.Request(
+            f"http://{LOOPBACK}:{self.ports[site].web}/metrics", headers={"Authorization": f"Bearer {self.read_token}"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            text = response.read().decode()
+        return [s for family in text_string_to_metric_families(text) for s in family.samples if s.name == name]
 
     def service_settings(self, name: str) -> dict[str, Any]:
         """Settings of the service of one site (secrets included; keep out of files)."""

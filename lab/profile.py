@@ -26,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -168,17 +167,7 @@ def _measure(verbund: lab.Verbund, pid: int, args: argparse.Namespace, work: Pat
 
 def _ami_events(verbund: lab.Verbund) -> dict[str, float]:
     """verbund112_ami_call_events by kind, from the jena service's /metrics."""
-    request = urllib.request.Request(
-        f"http://{LOOPBACK}:{verbund.ports['jena'].web}/metrics",
-        headers={"Authorization": f"Bearer {verbund.read_token}"},
-    )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        text = response.read().decode()
-    found = {}
-    for line in text.splitlines():
-        if line.startswith("verbund112_ami_call_events_total{"):
-            found[line.split('kind="', 1)[1].split('"', 1)[0]] = float(line.rsplit(" ", 1)[1])
-    return found
+    return {s.labels["kind"]: s.value for s in verbund.metric_samples("jena", "verbund112_ami_call_events_total")}
 
 
 def print_top(stacks: Path, top: int) -> None:
