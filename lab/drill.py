@@ -50,7 +50,7 @@ import aiohttp
 import prometheus_client as prom
 
 from lab import lab, overload
-from lab.processes import LOOPBACK, AsteriskSite, LabError, free_rtp_base, stop_process
+from lab.processes import LOOPBACK, AsteriskSite, LabError, free_rtp_base, release_rtp_base, stop_process
 from verbund112.store import RedisSettings, Store
 
 SEATS_PER_SITE = 40  # answering desks per site (each one call at a time): 4 calls/s at TALK_MS
@@ -194,6 +194,7 @@ class DrillLab:
         self.log = log
         self.services: dict[str, lab.SupervisedService] = {}
         self.desks: dict[str, subprocess.Popen[bytes]] = {}
+        self.desk_media: list[int] = []  # the desks' RTP ranges, given back when they stop
         self.screens = Screens(verbund, [f"bench-d{i}" for i in range(1, SEATS_PER_SITE + 1)])
         self.unreachable: set[str] = set()  # sites the carrier no longer reaches
         self.up: dict[str, dict[asyncio.subprocess.Process, Attempt]] = {site: {} for site in lab.SITES}
@@ -214,7 +215,8 @@ class DrillLab:
             async with aiohttp.ClientSession(timeout=HTTP) as client:
                 drill_lab.client = client
                 for site in lab.SITES:
-                    drill_lab.desks[site] = drill_desk(verbund.site(site), work)
+                    drill_lab.desk_media.append(free_rtp_base(10))
+                    drill_lab.desks[site] = drill_desk(verbund.site(site), work, drill_lab.desk_media[-1])
                     await drill_lab.start_service(site)
                 drill_lab.screens.start(client)
                 try:
@@ -229,6 +231,8 @@ class DrillLab:
                 await asyncio.to_thread(stop_process, process.pid, 15)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     process.wait(timeout=5)
+            for media in drill_lab.desk_media:  # a full run's later drills (overload: 4000 in a row) need them
+                release_rtp_base(media)
             await asyncio.to_thread(verbund.stop)
 
     # -- parts a drill can break and mend --
@@ -345,13 +349,13 @@ class DrillLab:
         return time.monotonic() - started
 
 
-def drill_desk(site: AsteriskSite, work: Path) -> subprocess.Popen[bytes]:
+def drill_desk(site: AsteriskSite, work: Path, media: int) -> subprocess.Popen[bytes]:
     """The site's answering desks: one sipp UAS behind every bench-dN queue member."""
     assert site.values.bench_desk_uri is not None
     port = site.values.bench_desk_uri.rsplit(":", 1)[1]
     args = [
         "sipp", "-sf", str(lab.SIPP_DIR / "drill_desk.xml"), "-i", lab.BENCH_DESK_ADDRESS, "-p", port,
-        "-nostdin", "-nd", "-mp", str(free_rtp_base(10)), f"{LOOPBACK}:{site.values.sip_port}",
+        "-nostdin", "-nd", "-mp", str(media), f"{LOOPBACK}:{site.values.sip_port}",
     ]  # fmt: skip
     with (work / f"{site.values.name}-drill-desk.log").open("wb") as log_file:
         return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log_file, cwd=work, start_new_session=True)
@@ -371,8 +375,12 @@ class Burst:
         self.started = 0.0
         # media ports of the callers' sipp: one range for the burst, slots reused as calls end (a range per
         # call would scatter small ranges until the next drill's Asterisk finds no 400 free ports in a row)
-        first = free_rtp_base(CALLER_MEDIA_SLOTS * 10)
-        self.media = collections.deque(range(first, first + CALLER_MEDIA_SLOTS * 10, 10))
+        self.media_base = free_rtp_base(CALLER_MEDIA_SLOTS * 10)
+        self.media = collections.deque(range(self.media_base, self.media_base + CALLER_MEDIA_SLOTS * 10, 10))
+
+    def close(self) -> None:
+        """Every call's sipp has ended: the media range may go to the next drill."""
+        release_rtp_base(self.media_base)
 
     async def run(self) -> None:
         self.started = time.time()
@@ -721,6 +729,7 @@ async def run_drill(drill: Drill, load: Load, log: Callable[[str], None] = print
         finally:
             running.cancel()  # the calls still up when the drill failed or was stopped: their sipp is killed
             await asyncio.gather(running, return_exceptions=True)
+            burst.close()
             await store.close()
     log(f"  {_row(result)} (drill took {time.monotonic() - began:.0f} s)")
     for line in [*result.misses, *result.notes]:
