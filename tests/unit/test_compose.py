@@ -9,6 +9,7 @@ which podman refuses with `network_mode: host` (docker/README.md).
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import yaml
 from pydantic import SecretStr
 
 from verbund112.settings import Settings
+from web.settings import WebSettings
 
 DOCKER = Path(__file__).resolve().parents[2] / "docker"
 SITE_DIR = "${VERBUND112_SITE_DIR:-/etc/verbund112}"
@@ -72,3 +74,11 @@ def test_every_secret_is_a_file_the_service_reads_as_a_setting() -> None:
     used = mounted | {s for service in spec["services"].values() for s in service.get("secrets", [])}
     assert used == set(spec["secrets"])
     assert "environment" not in spec["services"]["verbund112"]  # no secret in the file, nor in `ps`
+
+
+def test_the_token_example_has_the_shape_the_settings_take() -> None:
+    """The old image's example token ({"...": "read"}) did not; this one must load."""
+    readme = (DOCKER / "README.md").read_text()
+    (example,) = set(re.findall(r"`(\{\"<long random token>\": \{.*?\}\})`", readme))
+    tokens = WebSettings(tokens=json.loads(example)).tokens
+    assert [(grant.role, grant.name) for grant in tokens.values()] == [("admin", "alice")]
