@@ -104,7 +104,11 @@ def offline_context(files: list[str], folder: Path) -> Path:
 
 
 def build(context: Path, tag: str) -> None:
-    """docker/Dockerfile FROM the offline base, its dependencies from the context's wheels."""
+    """docker/Dockerfile FROM the offline base, its dependencies from the context's wheels; the
+    image the tag named before is removed (its build stage stays as the cache of the next build)."""
+    before = podman("image", "inspect", "--format", "{{.Id}}", tag, check=False).stdout.strip()
     podman("build", "--format", "docker", "--network", "host", "--build-arg", f"BASE={BASE_IMAGE}",
            "--build-arg", f"PIP_OPTIONS={OFFLINE_PIP}", "-f", context / "docker/Dockerfile", "-t", tag, context,
            timeout=600)  # fmt: skip
+    if before and podman("image", "inspect", "--format", "{{.Id}}", tag).stdout.strip() != before:
+        podman("rmi", before, check=False)  # still used by a container: it stays
