@@ -579,22 +579,32 @@ class LabState:
 def _service_launch(verbund: Verbund, name: str, directory: Path) -> tuple[list[str], dict[str, str]]:
     """The command line and environment of `verbund112 serve` for one site: settings in a file
     without secrets, the secrets in the environment (as the systemd unit's EnvironmentFile)."""
-    settings = verbund.service_settings(name)
-    secret_free = {k: v for k, v in settings.items()}
-    secret_free["ami"] = {k: v for k, v in settings["ami"].items() if k != "secret"}
-    secret_free["web"] = {k: v for k, v in settings["web"].items() if k != "tokens"}
-    secret_free["fastagi"] = {k: v for k, v in settings["fastagi"].items() if k != "secret"}
-    secret_free["redis"] = {k: v for k, v in settings["redis"].items() if not k.endswith("password")}
+    secret_free, secrets = split_secrets(verbund.service_settings(name))
     config = directory / f"{name}-service.yaml"
     config.write_text(yaml.safe_dump(secret_free, sort_keys=False))
-    env = dict(os.environ)
-    env["VERBUND112_AMI__SECRET"] = settings["ami"]["secret"]
-    env["VERBUND112_WEB__TOKENS"] = json.dumps(settings["web"]["tokens"])
-    env["VERBUND112_FASTAGI__SECRET"] = settings["fastagi"]["secret"]
-    env["VERBUND112_REDIS__PASSWORD"] = settings["redis"]["password"]
-    env["VERBUND112_REDIS__SENTINEL_PASSWORD"] = settings["redis"]["sentinel_password"]
-    env["VERBUND112_LOG__FORMAT"] = "console"
+    env = {**os.environ, **secrets, "VERBUND112_LOG__FORMAT": "console"}
     return [sys.executable, "-m", "verbund112", "serve", "--config", str(config)], env
+
+
+# (section, field) -> the variable that carries it; a secrets folder names its files so, in lower case
+SECRET_SETTINGS = {
+    ("ami", "secret"): "VERBUND112_AMI__SECRET",
+    ("web", "tokens"): "VERBUND112_WEB__TOKENS",
+    ("fastagi", "secret"): "VERBUND112_FASTAGI__SECRET",
+    ("redis", "password"): "VERBUND112_REDIS__PASSWORD",
+    ("redis", "sentinel_password"): "VERBUND112_REDIS__SENTINEL_PASSWORD",
+}
+
+
+def split_secrets(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """A service's settings without its secrets (for a settings file), and the secrets as VERBUND112_*
+    variables (for the environment or a secrets folder)."""
+    secret_free = {key: dict(value) if isinstance(value, dict) else value for key, value in settings.items()}
+    secrets = {}
+    for (section, key), variable in SECRET_SETTINGS.items():
+        value = secret_free[section].pop(key)
+        secrets[variable] = value if isinstance(value, str) else json.dumps(value)
+    return secret_free, secrets
 
 
 def _ready(verbund: Verbund, name: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import faulthandler
 import json
 import logging
@@ -60,6 +61,34 @@ def serve(config_file: Path | None) -> None:
     # uvloop (libuv) instead of asyncio's pure-Python loop and transports: about a fifth of the
     # service's CPU per call, on the two cores that Asterisk needs too
     uvloop.run(run())
+
+
+@main.command()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="YAML settings file (default: VERBUND112_CONFIG)")  # fmt: skip
+@click.option("--timeout", default=3.0, show_default=True, help="seconds to wait for the answer")
+def healthcheck(config_file: Path | None, timeout: float) -> None:
+    """Exit 0 when this site's service answers /healthz on its configured web address (the image's HEALTHCHECK)."""
+    import ipaddress
+    import urllib.request
+
+    from verbund112.settings import load_settings
+
+    try:
+        web = load_settings(config_file).web
+    except (ValidationError, FileNotFoundError, yaml.YAMLError) as exc:
+        raise click.ClickException(f"configuration: {exc}") from exc
+    host = web.host
+    with contextlib.suppress(ValueError):  # a name stays a name; an address may be "any" or IPv6
+        address = ipaddress.ip_address(host)
+        host = "127.0.0.1" if address.is_unspecified else f"[{host}]" if address.version == 6 else host
+    url = f"http://{host}:{web.port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as answer:
+            status = answer.status
+    except OSError as exc:
+        raise click.ClickException(f"{url}: {exc}") from exc
+    click.echo(f"{url}: {status}")
 
 
 @main.command("check-config")

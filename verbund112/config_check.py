@@ -124,6 +124,15 @@ def validation_problems(error: ValidationError, source: YamlFile | None, env_pre
 # -- the check ---------------------------------------------------------------------------------------
 
 
+def _load_settings(config_file: Path | None, settings_file: YamlFile | None) -> Settings | list[Problem]:
+    try:
+        return load_settings(config_file)
+    except ValidationError as exc:
+        return validation_problems(exc, settings_file, "VERBUND112_")
+    except FileNotFoundError as exc:  # VERBUND112_SECRETS_DIR names no folder
+        return [Problem(ENVIRONMENT, 0, str(exc))]
+
+
 def check(
     config_file: Path | None,
     *,
@@ -141,10 +150,9 @@ def check(
         settings_file = read
         if read.data is not None and not isinstance(read.data, dict):
             return Report([Problem(str(config_file), 1, "the settings must be a mapping")], "")
-    try:
-        settings = load_settings(config_file)
-    except ValidationError as exc:
-        return Report(validation_problems(exc, settings_file, "VERBUND112_"), "")
+    settings = _load_settings(config_file, settings_file)
+    if not isinstance(settings, Settings):
+        return Report(settings, "")
     where = _SettingsLines(settings_file)
     try:
         PeerPolicy.from_settings(settings.fastagi, asterisk_host=settings.ami.host)

@@ -1,9 +1,11 @@
 """The one typed settings object of the verbund112 service, composed of the sections the packages own.
 
 Precedence, lowest first: defaults, then the YAML file given with
-``--config`` (or VERBUND112_CONFIG), then environment variables
+``--config`` (or VERBUND112_CONFIG), then files in the folder VERBUND112_SECRETS_DIR
+names (one value per file, named like the variable: ``verbund112_ami__secret``; the
+mounted secrets of a container), then environment variables
 ``VERBUND112_<SECTION>__<FIELD>`` (e.g. ``VERBUND112_AMI__SECRET``). Secrets
-belong in the environment, not in the file. See docs/configuration.md.
+belong in the environment or the secrets folder, not in the file. See docs/configuration.md.
 
 Sections: ``ami`` (telephony.ami), ``fastagi`` (telephony.fastagi), ``redis``
 (verbund112.store), ``web`` and ``aml`` (web.settings), ``aml_pull``
@@ -20,6 +22,7 @@ from typing import Annotated
 from pydantic import Field, StringConstraints
 from pydantic_settings import (
     BaseSettings,
+    NestedSecretsSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -71,33 +74,41 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config_file = _config_file.get()
-        if config_file is not None:
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        if _sources.secrets_dir is not None:
+            # named like the variables, nested by "__": what `podman secret`/compose mount in /run/secrets
+            sources.append(
+                NestedSecretsSettingsSource(file_secret_settings, secrets_dir=_sources.secrets_dir,
+                                            secrets_dir_missing="error")
+            )  # fmt: skip
+        if _sources.config_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=_sources.config_file))
         return tuple(sources)
 
 
-class _ConfigFile:
-    """The YAML file the next load_settings() reads (pydantic-settings wants it at class level)."""
+class _Sources:
+    """The YAML file and secrets folder the next load_settings() reads (pydantic-settings wants them
+    at class level)."""
 
-    path: Path | None = None
-
-    def get(self) -> Path | None:
-        return self.path
+    config_file: Path | None = None
+    secrets_dir: Path | None = None
 
 
-_config_file = _ConfigFile()
+_sources = _Sources()
 
 
 def load_settings(config_file: Path | str | None = None, **overrides: object) -> Settings:
-    """Defaults < file < environment < overrides (the last for tests)."""
+    """Defaults < file < secrets folder < environment < overrides (the last for tests)."""
     path = config_file or os.environ.get("VERBUND112_CONFIG")
     if path is not None:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"configuration file {path} does not exist")
-    _config_file.path = path
+    secrets_dir = os.environ.get("VERBUND112_SECRETS_DIR")
+    if secrets_dir and not Path(secrets_dir).is_dir():
+        raise FileNotFoundError(f"secrets folder {secrets_dir} (VERBUND112_SECRETS_DIR) does not exist")
+    _sources.config_file = path
+    _sources.secrets_dir = Path(secrets_dir) if secrets_dir else None
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     finally:
-        _config_file.path = None
+        _sources.config_file = _sources.secrets_dir = None

@@ -33,6 +33,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from tests.support.checkout import checkout_files
 from verbund112 import asterisk_config, asterisk_install
 
 pytestmark = pytest.mark.wheel
@@ -48,14 +49,6 @@ TOOLING = re.compile(r"bench|sipp|pyvoip|desks|agi_client|aml_server|^lab/|^test
 
 def run(args: list[str | Path], **options: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=120, check=False, **options)
-
-
-def checkout_files() -> list[str]:
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    return sorted(name for name in listed.split("\0") if name and (REPO / name).is_file())
 
 
 @pytest.fixture(scope="module")

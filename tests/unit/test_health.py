@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
+from click.testing import CliRunner
 
+from lab.processes import free_tcp_port
 from tests.unit.test_fastagi import service_settings
+from verbund112.cli import main
 from verbund112.service import Service, running
 from web.health import readiness
 from web.ports import Health
@@ -68,3 +73,20 @@ def test_readiness_needs_ami_fastagi_and_rules_and_the_store_only_degrades(
     assert body["ready"] is ready
     assert body["down"] == down
     assert body["degraded"] == degraded
+
+
+async def test_the_healthcheck_command_asks_healthz_on_the_configured_port(
+    service: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The image's HEALTHCHECK: 0 while the service answers, 1 with the reason when nothing does."""
+    monkeypatch.delenv("VERBUND112_CONFIG", raising=False)
+    config = tmp_path / "jena.yaml"
+    config.write_text(f"site: jena\nweb:\n  host: 0.0.0.0\n  port: {service.web_port}\n")
+    runner = CliRunner()
+    answered = await asyncio.to_thread(runner.invoke, main, ["healthcheck", "--config", str(config)])
+    assert (answered.exit_code, answered.output) == (0, f"http://127.0.0.1:{service.web_port}/healthz: 200\n")
+
+    config.write_text(f"site: jena\nweb:\n  port: {free_tcp_port()}\n")  # nobody there
+    refused = await asyncio.to_thread(runner.invoke, main, ["healthcheck", "--config", str(config)])
+    assert refused.exit_code == 1
+    assert "Connection refused" in refused.output

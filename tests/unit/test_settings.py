@@ -72,3 +72,34 @@ def test_redis_is_either_one_plain_redis_or_the_sentinels_never_both(tmp_path: P
         load_settings(config)
     plain = load_settings().redis  # neither: the plain Redis on 127.0.0.1:6379
     assert plain.url is None and not plain.through_sentinels and plain.acks_needed == 0
+
+
+def test_secrets_from_files_in_the_secrets_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A container's mounted secrets: one file per value, named like its variable; the environment wins."""
+    config = tmp_path / "jena.yaml"
+    config.write_text("site: jena\nami:\n  port: 6000\n")
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "verbund112_ami__secret").write_text("ami-from-a-file\n")
+    (secrets / "verbund112_fastagi__secret").write_text("fastagi-from-a-file-0123")
+    tokens = '{"a-long-random-admin-token-0123": {"role": "admin", "name": "a"}}'
+    (secrets / "verbund112_web__tokens").write_text(tokens)
+    (secrets / "verbund112_redis__password").write_text("redis-from-a-file")
+    monkeypatch.setenv("VERBUND112_SECRETS_DIR", str(secrets))
+    monkeypatch.setenv("VERBUND112_REDIS__PASSWORD", "redis-from-the-environment")
+
+    settings = load_settings(config)
+
+    assert settings.ami.port == 6000  # the file still counts
+    assert settings.ami.secret.get_secret_value() == "ami-from-a-file"  # the trailing newline is not part of it
+    assert settings.fastagi.secret is not None
+    assert settings.fastagi.secret.get_secret_value() == "fastagi-from-a-file-0123"
+    (token,) = settings.web.tokens
+    assert (token.get_secret_value(), settings.web.tokens[token].role) == ("a-long-random-admin-token-0123", "admin")
+    assert settings.redis.password.get_secret_value() == "redis-from-the-environment"  # environment beats file
+
+
+def test_a_missing_secrets_folder_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VERBUND112_SECRETS_DIR", str(tmp_path / "none"))
+    with pytest.raises(FileNotFoundError, match="VERBUND112_SECRETS_DIR"):
+        load_settings()
