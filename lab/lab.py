@@ -352,7 +352,10 @@ def neighbour_uas(
         "-timeout_error", "-nostdin", "-nd", "-mp", str(free_rtp_base(10, hold_s=timeout_s + 5)),
         f"{LOOPBACK}:{site.values.sip_port}",
     ]  # fmt: skip
-    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
+    # its complaints go to a file: a pipe nobody reads fills up in a long run past the knee,
+    # and then sipp blocks on writing to it and answers nothing more
+    with (site.host_dir / "log" / f"bench-desk-{port}.log").open("ab") as errors:
+        return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=errors, cwd=REPO)
 
 
 def bench_desk(site: AsteriskSite, timeout_s: int) -> subprocess.Popen[bytes]:
