@@ -8,7 +8,9 @@ service during the burst and prints the functions that cost most (own time and w
 
 With `--compare CHECKOUT` (another checkout with its own `.venv`, e.g. /work/main) Jena's
 service runs this checkout's code and that one's in turn, `--repeat` times each, in the
-same lab: a before/after on a shared machine, side by side.
+same lab: a before/after on a shared machine, side by side. The order alternates by round
+(this, other; other, this; ...): whichever runs first in a round was measured ~0.5-0.9 ms per
+call dearer, so an even `--repeat` gives each checkout both places.
 
     python -m lab.profile --rate 40 --seconds 20 --py-spy /tmp/pyspy-venv/bin/py-spy
     python -m lab.profile --rate 40 --seconds 20 --compare /work/main --repeat 2
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         gera = lab._start_service(verbund, "gera", directory)
         for round_ in range(1, args.repeat + 1):
-            for label, checkout in checkouts:
+            for label, checkout in checkouts if round_ % 2 else checkouts[::-1]:
                 python = str(checkout / ".venv/bin/python")
                 jena = lab._start_service(verbund, "jena", directory, python=python, checkout=checkout)
                 try:
