@@ -32,6 +32,7 @@ from routing.decision import AmlFix, Position
 from telephony.events import DispatcherAnswered
 from tests.conftest import next_event, place_call
 from tests.integration.test_screen_pops import TIMEOUT, connect_screen, next_message, post_aml
+from tests.support import redis_sets
 from verbund112.features.aml_sink import AmlSink
 from verbund112.features.hub import CallRouted, EventHub
 from verbund112.features.screen_pops import ScreenPops
@@ -47,14 +48,8 @@ WRITES_AFTER_RECOVERY = 20
 
 @pytest.fixture(scope="module")
 def sentinel_set(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSentinelSet]:
-    redis_set = RedisSentinelSet(Path(tmp_path_factory.mktemp("sentinel-set")))
-    redis_set.start()
-    try:
+    with redis_sets.started(RedisSentinelSet(Path(tmp_path_factory.mktemp("sentinel-set")))) as redis_set:
         yield redis_set
-    finally:
-        processes = [p.pid for p in [*redis_set.nodes.values(), *redis_set.sentinels.values()] if p.pid]
-        redis_set.stop()
-        assert not [pid for pid in processes if Path(f"/proc/{pid}").exists()], "a Redis process left behind"
 
 
 @contextlib.asynccontextmanager

@@ -26,6 +26,7 @@ from lab import pki
 from lab.processes import LOOPBACK, REDIS_TLS_HOLDERS, RedisSentinelSet
 from routing.decision import AmlFix
 from routing.location import Position
+from tests.support import redis_sets
 from tests.unit.test_fastagi import service_settings
 from verbund112.service import running
 from verbund112.store import RedisSettings, RedisTlsSettings, Store, StoreError
@@ -50,14 +51,9 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pki.Site
 def tls_set(
     tmp_path_factory: pytest.TempPathFactory, certificates: dict[str, pki.SiteCertificate]
 ) -> Iterator[RedisSentinelSet]:
-    redis_set = RedisSentinelSet(Path(tmp_path_factory.mktemp("tls-sentinel-set")), tls=certificates)
-    redis_set.start()
-    try:
+    folder = Path(tmp_path_factory.mktemp("tls-sentinel-set"))
+    with redis_sets.started(RedisSentinelSet(folder, tls=certificates)) as redis_set:
         yield redis_set
-    finally:
-        processes = [p.pid for p in [*redis_set.nodes.values(), *redis_set.sentinels.values()] if p.pid]
-        redis_set.stop()
-        assert not [pid for pid in processes if Path(f"/proc/{pid}").exists()], "a Redis process left behind"
 
 
 def redis_settings(redis_set: RedisSentinelSet, tls: RedisTlsSettings) -> dict[str, object]:
