@@ -70,11 +70,12 @@ def ensure_base_image() -> float:
                 raise ImageError(f"debootstrap bookworm failed (exit {made.returncode}): {made.stdout[-2000:]}")
             for cache in ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man"):
                 remove_tree(root / cache)
-            tar = subprocess.Popen(["tar", "--numeric-owner", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
             env = {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)}
-            imported = subprocess.run(["podman", "import", "-", BASE_IMAGE], stdin=tar.stdout, capture_output=True,
-                                      text=True, timeout=300, env=env, check=False)  # fmt: skip
-            tar.wait(timeout=60)
+            # the with block closes tar's pipe (an open one fails the tests with a ResourceWarning)
+            with subprocess.Popen(["tar", "--numeric-owner", "-C", str(root), "-c", "."], stdout=subprocess.PIPE) as tar:
+                imported = subprocess.run(["podman", "import", "-", BASE_IMAGE], stdin=tar.stdout, capture_output=True,
+                                          text=True, timeout=300, env=env, check=False)  # fmt: skip
+                tar.wait(timeout=60)
             if imported.returncode != 0 or tar.returncode != 0:
                 raise ImageError(f"podman import failed: {imported.stderr}")
         finally:
