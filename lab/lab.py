@@ -352,22 +352,24 @@ def neighbour_uas(
         "-timeout_error", "-nostdin", "-nd", "-mp", str(free_rtp_base(10, hold_s=timeout_s + 5)),
         f"{LOOPBACK}:{site.values.sip_port}",
     ]  # fmt: skip
+    # one call: the tests read its complaints when it ends (communicate)
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
+
+
+def bench_desk(site: AsteriskSite, timeout_s: int, media: int | None = None) -> subprocess.Popen[bytes]:
+    """The benchmark lab's answering peer: answers every call the queue offers, for timeout_s.
+    media: its RTP range, held by the caller (who gives it back); else one held for timeout_s."""
+    assert site.values.bench_desk_uri is not None
+    port = site.values.bench_desk_uri.rsplit(":", 1)[1]
+    media = free_rtp_base(10, hold_s=timeout_s + 5) if media is None else media
+    args = [
+        "sipp", "-sf", str(SIPP_DIR / "neighbour_uas.xml"), "-i", BENCH_DESK_ADDRESS, "-p", port,
+        "-timeout", f"{timeout_s}s", "-nostdin", "-nd", "-mp", str(media), f"{LOOPBACK}:{site.values.sip_port}",
+    ]  # fmt: skip
     # its complaints go to a file: a pipe nobody reads fills up in a long run past the knee,
     # and then sipp blocks on writing to it and answers nothing more
     with (site.host_dir / "log" / f"bench-desk-{port}.log").open("ab") as errors:
         return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=errors, cwd=REPO)
-
-
-def bench_desk(site: AsteriskSite, timeout_s: int) -> subprocess.Popen[bytes]:
-    """The benchmark lab's answering peer: answers every call the queue offers, for timeout_s."""
-    assert site.values.bench_desk_uri is not None
-    port = site.values.bench_desk_uri.rsplit(":", 1)[1]
-    args = [
-        "sipp", "-sf", str(SIPP_DIR / "neighbour_uas.xml"), "-i", BENCH_DESK_ADDRESS, "-p", port,
-        "-timeout", f"{timeout_s}s", "-nostdin", "-nd", "-mp", str(free_rtp_base(10, hold_s=timeout_s + 5)),
-        f"{LOOPBACK}:{site.values.sip_port}",
-    ]  # fmt: skip
-    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
 
 
 class Desks:

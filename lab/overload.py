@@ -3,17 +3,36 @@
     python -m lab.overload                 # full size: finds the knee first, then the drill
     python -m lab.overload --help
 
-The bench lab (one sipp peer answering every call the queue offers) with the service
-routing at both sites. The carrier's callers (sipp, lab/sipp/carrier_112.xml) give up after
-`patience_ms` without an answer and CANCEL, as a telephone network does. The drill
-asserts nothing itself; it measures: calls and failures of the burst, the recovery time
-(from the start of the normal load to the first call after which every call was answered),
-and the channels and queue callers left when the normal load is over.
+The bench lab with the service routing at both sites. The carrier's callers (sipp,
+lab/sipp/carrier_112.xml) give up after `patience_ms` without an answer and CANCEL, as a
+telephone network does. The drill asserts nothing itself; it measures: calls and failures of
+the burst, the recovery time (from the start of the normal load to the first call after which
+every call was answered), and the channels and queue callers left when the normal load is over.
+
+Full size, two labs one after the other. The knee is found in a lab whose queue has the bench's
+one SIP peer answering every call at once (a ringinuse member): the knee of Asterisk and the
+service, not of desks. The burst and the normal load then go to a fresh lab with `desks` queue
+members of one call each, as a Leitstelle's desks are.
+
+Why not the answer-all peer for the burst too: after a 150/s burst it took not one call of the
+normal load (0 of 1200), with the member "Not in use" and never rung. That is app_queue, not the
+service. A waiting caller may ring only while fewer callers stand before it than members are
+available (`is_our_turn`; callers ringing a member do not count), and it checks that once a
+second from the moment it joined (`RECHECK`, fixed in the code). One ringinuse member is one
+available member: only the head of the queue may ring. Once the backlog is older than the
+callers' patience, the head moves on only when the caller before it gives up, and the new head
+gives up itself before its next check: at 20 callers a second each is the head for about 50 ms,
+between two of its checks, and nobody is rung again. Seen in the lab: the queue's debug log
+(`core set debug 5 app_queue`) had "It's not our turn" from every caller for 3 s and no "It's
+our turn"; none of the 274 callers that gave up meanwhile checked while it was the head; the
+queue_log had no CONNECT after the burst's 11th second.
+With desks of one call each, as many callers as desks are free may ring, and the queue drains.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import os
 import re
@@ -21,11 +40,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from lab import lab
-from lab.processes import LOOPBACK, AsteriskSite, LabError, free_rtp_base
+from lab.processes import LOOPBACK, AsteriskSite, LabError, free_rtp_base, release_rtp_base, stop_process
 
 SITE = "jena"
 CALLER = "036411234567"  # a Jena number: the routing keeps the call at Jena
@@ -84,24 +104,38 @@ class DrillResult:
         ]
 
 
-def start_calls(site: AsteriskSite, load: Load, work: Path) -> subprocess.Popen[bytes]:
+@dataclass(frozen=True)
+class Calls:
+    """A sipp run placing calls, and its RTP range (given back when it ends)."""
+
+    process: subprocess.Popen[bytes]
+    media: int
+
+
+def start_calls(site: AsteriskSite, load: Load, work: Path) -> Calls:
     """sipp at `load.rate` calls/s into the site, as the carrier's trunk."""
     work.mkdir(parents=True, exist_ok=True)
+    media = free_rtp_base(10)
     args = [
         "sipp", f"{LOOPBACK}:{site.values.sip_port}", "-sf", str(lab.SIPP_DIR / "carrier_112.xml"),
-        "-i", lab.CARRIER_ADDRESS, "-p", str(lab._free_carrier_port()), "-mp", str(free_rtp_base(10)),
+        "-i", lab.CARRIER_ADDRESS, "-p", str(lab._free_carrier_port()), "-mp", str(media),
         "-key", "caller", CALLER, "-key", "uui", "00",
         "-r", str(round(load.rate * 1000)), "-rp", "1000000", "-m", str(load.calls), "-l", str(load.calls),
         "-d", str(load.talk_ms), "-recv_timeout", str(load.patience_ms),
         "-timeout", f"{round(load.seconds + (load.patience_ms + load.talk_ms) / 1000 + 60)}s",
         "-nostdin", "-nd", "-trace_stat", "-stf", "stat.csv", "-trace_err", "-error_file", "errors.log",
     ]  # fmt: skip
-    return subprocess.Popen(args, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return Calls(subprocess.Popen(args, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), media)
 
 
-def calls_done(process: subprocess.Popen[bytes], load: Load, work: Path) -> Run:
+def calls_done(calls: Calls, load: Load, work: Path) -> Run:
     """Waits for the sipp run to end; its answered calls and the numbers of the failed ones."""
-    process.wait(timeout=load.seconds + 300)
+    try:
+        calls.process.wait(timeout=load.seconds + 300)
+    finally:
+        if calls.process.poll() is None:
+            stop_process(calls.process.pid, timeout=5)
+        release_rtp_base(calls.media)  # the later lab of a full drill needs 4000 ports in a row
     with (work / "stat.csv").open() as handle:
         last = list(csv.DictReader(handle, delimiter=";"))[-1]
     failed = _failed_calls(work / "errors.log")
@@ -175,41 +209,41 @@ def find_knee(verbund: lab.Verbund, rates: list[float], seconds: float, talk_ms:
     return knee
 
 
-def start_lab(instance: str, rtp_ports: int, desks: int = 0) -> tuple[lab.Verbund, list[subprocess.Popen[bytes]]]:
+@contextlib.contextmanager
+def bench_lab(instance: str, rtp_ports: int, desks: int = 0) -> Iterator[lab.Verbund]:
     """The bench lab with both services routing, and the answering peer at Jena: one queue member
-    answering every call at once, or `desks` members of one call each."""
-    verbund = lab.start_verbund(instance, log=print, bench=True, bench_desks={SITE: desks}, rtp_ports=rtp_ports)
-    processes: list[subprocess.Popen[bytes]] = []
+    answering every call at once (desks 0), or `desks` members of one call each. Stopped, and its
+    RTP ranges given back, on the way out (the later lab of a full drill needs 4000 ports in a row)."""
+    with contextlib.ExitStack() as cleanup:
+        media = free_rtp_base(10)
+        cleanup.callback(release_rtp_base, media)
+        verbund = lab.start_verbund(instance, log=print, bench=True, bench_desks={SITE: desks}, rtp_ports=rtp_ports)
+        cleanup.callback(verbund.stop)
+        cleanup.callback(_stop, lab.bench_desk(verbund.site(SITE), timeout_s=3600, media=media))
+        for name in ("jena", "gera"):
+            cleanup.callback(_stop, lab._start_service(verbund, name, lab.lab_dir() / instance))
+        yield verbund
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
     try:
-        processes.append(lab.bench_desk(verbund.site(SITE), timeout_s=3600))
-        directory = lab.lab_dir() / instance
-        processes += [lab._start_service(verbund, name, directory) for name in ("jena", "gera")]
-    except BaseException:
-        stop_lab(verbund, processes)
-        raise
-    return verbund, processes
-
-
-def stop_lab(verbund: lab.Verbund, processes: list[subprocess.Popen[bytes]]) -> None:
-    for process in processes:
-        process.terminate()
-        try:
-            process.communicate(timeout=15)  # also closes its pipes
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate()
-    verbund.stop()
+        process.communicate(timeout=15)  # also closes its pipes
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
 
 
 @dataclass(frozen=True)
 class Trial:
-    """A drill's lab and load. Without a burst, the knee is found first and the burst is
-    `burst_factor` times it for `burst_seconds` (`talk_ms` and `patience_ms` as the normal load's)."""
+    """A drill's lab and load. Without a burst, the knee is found first, in a lab of its own with
+    the answer-all peer, and the burst is `burst_factor` times it for `burst_seconds` (`talk_ms`
+    and `patience_ms` as the normal load's)."""
 
     normal: Load
     burst: Load | None = None
     rtp_ports: int = lab.BENCH_RTP_PORTS
-    desks: int = 0  # 0: one answering peer takes every call at once
+    desks: int = 0  # the burst's and the normal load's; 0: one answering peer takes every call at once
     settle_s: float = 60.0
     knee_rates: tuple[float, ...] = (60, 80, 100, 120, 140, 160)
     knee_seconds: float = 10
@@ -219,8 +253,9 @@ class Trial:
 
 RECOVERY_LIMIT_S = 30.0  # issue 11: the site is back to no failed call within 30 s of normal load
 
-# Full size: from the knee; 20 calls/s of normal load for 60 s.
-FULL = Trial(normal=Load(rate=20, seconds=60, talk_ms=1000, patience_ms=10000))
+# Full size: from the knee; 20 calls/s of normal load for 60 s, 1 s of talk each: 20 desks busy
+# on average, 40 leave room for the ringing and the caller's turn (checked once a second).
+FULL = Trial(normal=Load(rate=20, seconds=60, talk_ms=1000, patience_ms=10000), desks=40)
 # CI size (tests/integration/test_overload.py, `lab.drill --size ci`): Jena's RTP range narrowed to
 # 60 ports (30 channels with media) and two desks of one call each, so that a burst of 40 calls
 # fills every channel with callers waiting in the queue and Asterisk refuses the rest (488, no RTP
@@ -235,21 +270,29 @@ CI = Trial(
 
 
 def run(trial: Trial, work: Path, instance: str) -> tuple[DrillResult, str]:
-    """The drill in a lab of its own; its result and what the burst was measured against (the knee)."""
-    verbund, processes = start_lab(instance, trial.rtp_ports, trial.desks)
-    try:
-        if trial.burst is not None:
-            burst, knee = trial.burst, f"{trial.desks} desks and {trial.rtp_ports // 2} channels with media"
-        else:
-            talk_ms = trial.normal.talk_ms
-            print(f"knee at {SITE} (routed, {trial.knee_seconds:g} s per rate, talk {talk_ms} ms):", flush=True)
-            rate = find_knee(verbund, list(trial.knee_rates), trial.knee_seconds, talk_ms, work)
-            rate = rate or trial.knee_rates[0]
-            burst = Load(rate * trial.burst_factor, trial.burst_seconds, talk_ms, trial.normal.patience_ms)
-            knee = f"{rate:g} calls/s"
+    """The drill in a lab of its own (the knee search first in another); its result and what the
+    burst was measured against (the knee)."""
+    if trial.burst is not None:
+        burst, knee = trial.burst, f"{trial.desks} desks and {trial.rtp_ports // 2} channels with media"
+    else:
+        rate = knee_of(trial, work, f"{instance}-knee") or trial.knee_rates[0]
+        talk_ms, patience_ms = trial.normal.talk_ms, trial.normal.patience_ms
+        burst = Load(rate * trial.burst_factor, trial.burst_seconds, talk_ms, patience_ms)
+        knee = f"{rate:g} calls/s (answer-all peer); burst and normal load on {_desks(trial.desks)}"
+    with bench_lab(instance, trial.rtp_ports, trial.desks) as verbund:
         return drill(verbund, burst, trial.normal, work, settle_s=trial.settle_s), knee
-    finally:
-        stop_lab(verbund, processes)
+
+
+def knee_of(trial: Trial, work: Path, instance: str) -> float:
+    """The knee as the bench finds it, in a lab of its own with the answer-all peer (0: not even the first rate)."""
+    with bench_lab(instance, trial.rtp_ports) as verbund:
+        talk_ms = trial.normal.talk_ms
+        print(f"knee at {SITE} (routed, {trial.knee_seconds:g} s per rate, talk {talk_ms} ms):", flush=True)
+        return find_knee(verbund, list(trial.knee_rates), trial.knee_seconds, talk_ms, work)
+
+
+def _desks(desks: int) -> str:
+    return f"{desks} desks of one call each" if desks else "the answer-all peer"
 
 
 def late_failures(result: DrillResult) -> list[int]:
@@ -268,10 +311,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--talk-ms", type=int, default=FULL.normal.talk_ms)
     parser.add_argument("--patience-ms", type=int, default=FULL.normal.patience_ms)
     parser.add_argument("--rtp-ports", type=int, default=FULL.rtp_ports)
+    parser.add_argument("--desks", type=int, default=FULL.desks, help="burst and normal load; 0: the answer-all peer")
     args = parser.parse_args(argv)
     trial = Trial(
         normal=Load(args.normal_rate, args.normal_seconds, args.talk_ms, args.patience_ms),
         rtp_ports=args.rtp_ports,
+        desks=args.desks,
         knee_rates=tuple(float(rate) for rate in args.rates.split(",")),
         knee_seconds=args.knee_seconds,
         burst_factor=args.burst_factor,
