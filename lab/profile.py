@@ -13,6 +13,7 @@ same lab: a before/after on a shared machine, side by side. The order alternates
 call dearer, so an even `--repeat` gives each checkout both places.
 
     python -m lab.profile --rate 40 --seconds 20 --py-spy /tmp/pyspy-venv/bin/py-spy
+    python -m lab.profile --rate 40 --seconds 20 --py-spy /tmp/pyspy-venv/bin/py-spy --native
     python -m lab.profile --rate 40 --seconds 20 --compare /work/main --repeat 2
 """
 
@@ -44,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=40)
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--py-spy", dest="py_spy", help="path of a py-spy executable: sample the service")
+    parser.add_argument("--native", action="store_true",
+                        help="with --py-spy: C frames too (system calls, uvloop); the service is paused for each "
+                             "sample, so its CPU figure is dearer; idle waits (epoll_pwait) are left out")  # fmt: skip
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--compare", type=Path, help="another checkout (with .venv): its service in turn with ours")
     parser.add_argument("--repeat", type=int, default=1)
@@ -131,8 +135,10 @@ def _measure(verbund: lab.Verbund, pid: int, args: argparse.Namespace, work: Pat
     print(f"jena service idle: {idle * 1000:.1f} ms CPU per second")
     sampler = None
     if args.py_spy:
+        # py-spy reads C stacks only of a stopped process: --native and --nonblocking exclude each other
+        how = ["--native"] if args.native else ["--nonblocking"]
         sampler = subprocess.Popen(
-            [args.py_spy, "record", "--pid", str(pid), "--rate", "200", "--format", "raw", "--nonblocking",
+            [args.py_spy, "record", "--pid", str(pid), "--rate", "200", "--format", "raw", *how,
              "--output", str(work / "stacks.txt"), "--duration", str(args.seconds + 5)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
@@ -183,6 +189,8 @@ def print_top(stacks: Path, top: int) -> None:
             continue
         count = int(count_text)
         names = [_short(frame) for frame in frames.split(";")]
+        if names[-1].startswith("epoll_pwait "):
+            continue  # native stacks: the loop waiting for work, not work
         total += count
         own[names[-1]] += count
         for name in set(names):
@@ -197,7 +205,7 @@ def print_top(stacks: Path, top: int) -> None:
 def _short(frame: str) -> str:
     """`function (path/to/module.py:line)` -> `function (module path)`, lines dropped so a function adds up."""
     name, _, where = frame.partition(" (")
-    path = where.rsplit(":", 1)[0]
+    path = where.removesuffix(")").rsplit(":", 1)[0]  # a C frame has no line: `write (libc.so.6)`
     for marker in ("site-packages/", "/lib/python3", "/wt-headroom/", "/work/"):
         if marker in path:
             path = path.split(marker, 1)[1]

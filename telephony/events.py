@@ -475,7 +475,11 @@ def answered_calls(answer: list[RawMessage], site: str) -> list[DispatcherAnswer
 def parse(message: RawMessage, site: str) -> SiteEvent | None:
     """The typed event for one AMI message, or None if it is not one we use."""
     # AMI header names are case-insensitive; keep one spelling (lower case).
-    message = {str(key).lower(): value for key, value in message.items()}
+    return parse_lowered({str(key).lower(): value for key, value in message.items()}, site)
+
+
+def parse_lowered(message: dict[str, Any], site: str) -> SiteEvent | None:
+    """``parse`` of a message whose header names are lower case already (telephony.ami reads them so)."""
     kind = _text(message, "Event").lower()
     parser = _PARSERS.get(kind)
     if parser is None:

@@ -41,6 +41,9 @@ _RESULT = re.compile(r"^(?P<code>\d{3})[ -](?:result=(?P<result>-?\d+)(?: \((?P<
 _VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
+_ARGUMENT_HEADERS = tuple(f"agi_arg_{i}" for i in range(1, 64))  # in order; named once, not per request
+
+
 class FastAgiSettings(BaseModel):
     """The FastAGI server Asterisk asks where a 112 call goes (settings section `fastagi`)."""
 
@@ -429,7 +432,7 @@ class FastAgiServer:
             headers[key] = value
         if "agi_network_script" not in headers and "agi_request" not in headers:
             raise AgiProtocolError("no agi_network_script in the request")
-        arguments = tuple(headers[f"agi_arg_{i}"] for i in range(1, 64) if f"agi_arg_{i}" in headers)
+        arguments = tuple(headers[name] for name in _ARGUMENT_HEADERS if name in headers)
         script = headers.get("agi_network_script") or headers["agi_request"].rsplit("/", 1)[-1]
         return AgiRequest(
             script=script.split("?", 1)[0],

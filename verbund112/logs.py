@@ -24,6 +24,11 @@ class LogSettings(BaseModel):
 
 
 def configure(settings: LogSettings) -> None:
+    # No line shows the process, thread or multiprocessing name: every record (and the copy
+    # structlog's formatter makes of it) would look them up (getpid is a system call), for nothing.
+    logging.logProcesses = False
+    logging.logThreads = False
+    logging.logMultiprocessing = False
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,

@@ -135,3 +135,58 @@ async def test_malformed_events_do_not_stop_the_reader(asterisk: StandInAsterisk
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
+
+
+AGENT_CONNECT = (
+    "Event: AgentConnect\r\nPrivilege: agent,all\r\nTimestamp: 1700000000.123456\r\nChannel: PJSIP/carrier-00000001\r\n"
+    "CallerIDNum: 036411234567\r\nUniqueid: jena-1.1\r\nLinkedid: jena-1.1\r\n"
+    "ChanVariable: V112_CALL_ID=jena-1.1\r\nChanVariable: V112_CALLER=+4936411234567\r\n"
+    "ChanVariable: V112_FROM_SITE=\r\n"
+    "DestChannel: PJSIP/desk-1-00000002\r\nQueue: 112-jena\r\nInterface: PJSIP/desk-1\r\nMemberName: desk-1\r\n"
+    "HoldTime: 3\r\nRingTime: 2"
+)  # fmt: skip
+EVENTS = [
+    AGENT_CONNECT,
+    "Event: Hangup\r\nUniqueid: jena-1.1\r\nChannel: PJSIP/carrier-00000001\r\nCause: 16\r\n"
+    "ChanVariable: V112_CALL_ID=jena-1.1",
+    "Event: QueueMemberStatus\r\nQueue: 112-jena\r\nMemberName: desk-1\r\nInterface: PJSIP/desk-1\r\nStatus: 2\r\n"
+    "Paused: 0\r\nInCall: 1",
+    "Event: UserEvent\r\nUserEvent: V112Answered\r\nUniqueid: jena-1.1\r\nCallId: jena-1.1",
+    "Event: AgentCalled\r\nGarbage without colon\r\nQueue: q\r\nUniqueid: u\r\nMemberName: d\r\nResult: a%20b ",
+]
+
+
+@pytest.mark.parametrize("block", EVENTS)
+def test_the_lean_event_path_reads_what_panoramisks_message_reads(block: str) -> None:
+    from panoramisk.message import Message
+
+    from telephony.ami import event_fields
+
+    assert events.parse_lowered(event_fields(block), "jena") == events.parse(Message.from_line(block), "jena")
+    assert event_fields(block) == {str(k).lower(): v for k, v in Message.from_line(block).items() if k != "content"}
+
+
+async def test_events_cut_anywhere_by_tcp_arrive_typed_and_shutdown_drops_the_connection(
+    asterisk: StandInAsterisk,
+) -> None:
+    received: asyncio.Queue = asyncio.Queue()
+    client = client_for(asterisk, received)
+    runner = asyncio.create_task(client.run())
+    try:
+        async with asyncio.timeout(5):
+            await client.connected.wait()
+            text = AGENT_CONNECT + "\r\n\r\n"
+            asterisk.push_event(text[:57])
+            await asterisk.writers[0].drain()
+            asterisk.push_event(text[57:] + "Event: QueueMemberStatus\r\nActionID: 7\r\nQueue: q\r\nMemberName: d\r\n")
+            asterisk.push_event("\r\n")
+            answered, state = await received.get(), await received.get()
+            assert isinstance(answered, events.DispatcherAnswered)
+            assert (answered.call_id, answered.caller_number, answered.dispatcher) == ("jena-1.1", "+4936411234567",
+                                                                                       "desk-1")  # fmt: skip
+            assert isinstance(state, events.DispatcherStateChanged)  # an ActionID no action awaits: an event still
+            asterisk.push_event("Event: Shutdown\r\nShutdown: Uncleanly\r\nRestart: True\r\n\r\n")
+            await client.disconnected.wait()
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)

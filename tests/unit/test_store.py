@@ -232,6 +232,50 @@ async def test_a_store_that_does_not_answer_raises_its_own_error(redis_server: R
     await store.close()
 
 
+async def test_a_reply_later_than_the_timeout_is_never_taken_for_the_next_commands(redis_server: RedisServer) -> None:
+    """Only the store's own timeout bounds a command (no socket_timeout): the connection of a command
+    it cut off must not come back to the pool with that command's reply still on its way."""
+    late = asyncio.Event()  # set: the next reply from Redis is held back past the store's timeout
+    relays: set[asyncio.Task[None]] = set()
+
+    async def relay(source: asyncio.StreamReader, sink: asyncio.StreamWriter, hold: bool) -> None:
+        try:
+            while data := await source.read(65536):
+                if hold and late.is_set():
+                    late.clear()
+                    await asyncio.sleep(0.5)
+                sink.write(data)
+                await sink.drain()
+        except ConnectionError:
+            pass
+        finally:
+            sink.close()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", redis_server.port)
+        for task in (relay(reader, up_writer, False), relay(up_reader, writer, True)):
+            relays.add(asyncio.create_task(task))
+
+    proxy = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = proxy.sockets[0].getsockname()[1]
+    store = Store(RedisSettings(url=f"redis://127.0.0.1:{port}/0", timeout=0.2), prom.CollectorRegistry())
+    other = "+4915187654321"
+    try:
+        async with asyncio.timeout(10):
+            await store.redis.delete(keys.aml(NUMBER), keys.aml(other))
+            await store.add_aml_fix(other, good_fix(), ttl_s=60)
+            late.set()
+            with pytest.raises(StoreError):
+                await store.latest_aml_fix(other)  # cut off by the store's timeout
+            assert await store.latest_aml_fix(NUMBER) is None  # not the late reply: the other number's fix
+            assert await store.latest_aml_fix(other) is not None
+    finally:
+        await store.close()
+        proxy.close()
+        await proxy.wait_closed()
+        await asyncio.wait(relays, timeout=5)
+
+
 # -- the callback list: each abandoned call once ------------------------------------
 
 

@@ -305,7 +305,7 @@ class AmlPull:
             self.settled.set()
             log.error("AML pull off: %s", exc)
             return
-        with self._hub.subscribe() as queue:
+        with self._hub.subscribe(kinds=(CallRouted, events.ChannelHungUp)) as queue:
             async with client, self.polls.polling(client.fetch):
                 log.info("AML pull from %s on", self.settings.url)
                 self.settled.set()

@@ -16,6 +16,7 @@ Metrics: ``verbund112_calls_routed_total{route}`` and the histogram
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,21 +49,24 @@ class AnswerTimes:
             "verbund112_answer_time_seconds", "from routing to a dispatcher's answer, calls routed here, by route",
             ["route"], buckets=ANSWER_TIME_BUCKETS, registry=registry,
         )  # fmt: skip
+        # each route's children looked up once (labels() takes a lock and checks its values)
+        self._routed = functools.cache(self.routed.labels)
+        self._seconds = functools.cache(self.seconds.labels)
         for route in Route:  # every route shown from the start, so rates and quantiles have series
-            self.routed.labels(route.value)
-            self.seconds.labels(route.value)
+            self._routed(route.value)
+            self._seconds(route.value)
 
     def on_routed(self, event: CallRouted) -> None:
         now = self._clock()
         route = event.decision.route.value
-        self.routed.labels(route).inc()
+        self._routed(route).inc()
         self._calls.setdefault(event.call_id, _Routed(route, now))  # a repeated question keeps the first start
         self._forget_older_than(now - FORGET_AFTER_S)
 
     def on_event(self, event: events.SiteEvent) -> None:
         if isinstance(event, events.CallAnswered):
             if (routed := self._calls.pop(event.call_id, None)) is not None:
-                self.seconds.labels(routed.route).observe(max(0.0, self._clock() - routed.at))
+                self._seconds(routed.route).observe(max(0.0, self._clock() - routed.at))
         elif isinstance(event, events.CallEnded):
             self._calls.pop(event.call_id, None)
 

@@ -13,6 +13,7 @@ route (telephony.fastagi answers the fallback reply).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -44,8 +45,9 @@ class RoutingMetrics:
         self.requests = prom.Counter(
             "verbund112_fastagi_requests", "FastAGI requests by outcome", ["outcome"], registry=registry
         )
+        self._requests = functools.cache(self.requests.labels)  # each outcome's child looked up once
         for outcome in OUTCOMES:
-            self.requests.labels(outcome)  # shown as 0 from the start: the fallback alert needs the series
+            self._requests(outcome)  # shown as 0 from the start: the fallback alert needs the series
         self.seconds = prom.Histogram(
             "verbund112_fastagi_seconds",
             "FastAGI exchange duration",
@@ -60,7 +62,7 @@ class RoutingMetrics:
             self.refused.labels(reason)  # shown as 0 from the start, so an alert can watch the rate
 
     def exchange_done(self, outcome: str, seconds: float) -> None:
-        self.requests.labels(outcome).inc()
+        self._requests(outcome).inc()
         self.seconds.observe(seconds)
 
     def peer_refused(self, reason: str) -> None:

@@ -44,6 +44,8 @@ from verbund112.store.records import AbandonedCall, AmlFixRecord, AnsweredMark, 
 log = logging.getLogger(__name__)
 
 REPEAT_CALLS_SHOWN = 10
+# the events on_event acts on (the hub wakes follow_events for these only)
+FOLLOWED = (CallRouted, events.DispatcherAnswered, events.CallCompleted, events.ChannelHungUp)
 
 
 class PopStore(Protocol):
@@ -115,7 +117,7 @@ class ScreenPops:
 
     async def follow_events(self) -> None:
         """This site's call events, in order (one card at a time: one store round trip each)."""
-        with self._hub.subscribe() as queue:
+        with self._hub.subscribe(kinds=FOLLOWED) as queue:
             while True:
                 event = await queue.get()
                 try:

@@ -245,7 +245,10 @@ def _tls_options(tls: RedisTlsSettings | None) -> dict[str, Any]:
 def _connect(settings: RedisSettings) -> tuple[aioredis.Redis, Sentinel | None]:
     """A client of the master: through the sentinels (follows a failover), or of the one plain Redis."""
     password = None if settings.password is None else settings.password.get_secret_value()
-    timeouts: dict[str, Any] = {"socket_timeout": settings.timeout, "socket_connect_timeout": settings.timeout}
+    # No socket_timeout: every command is bounded by the store's own timeout (_guarded), and
+    # redis-py's on top of it cost a task (wait_for, Python 3.11) per send and a timer per read.
+    # A command cut off by ours leaves no half-read connection: redis-py drops it on the cancellation.
+    timeouts: dict[str, Any] = {"socket_connect_timeout": settings.timeout}
     tls = _tls_options(settings.tls)
     if not settings.through_sentinels:  # rediss:// makes the connections TLS
         return aioredis.Redis.from_url(settings.url or DEFAULT_URL, password=password, **timeouts, **tls), None
