@@ -14,12 +14,11 @@ from __future__ import annotations
 import json
 import logging
 import time
-from urllib.parse import parse_qsl
 
 from aiohttp import web
 from pydantic import ValidationError
 
-from aml.parse import AmlError, AmlMessage, parse_https, parse_sms
+from aml.parse import AmlError, AmlMessage, form_fields, parse_https_body, parse_sms
 from routing.decision import AmlFix
 from verbund112.store import StoreError
 from verbund112.store.records import AmlFixRecord
@@ -37,18 +36,10 @@ async def _body(request: web.Request) -> bytes:
     return await read_body(request, request.app[PORTS].aml.max_body_bytes)
 
 
-def _form(body: bytes) -> dict[str, str]:
-    try:
-        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body), max_num_fields=64)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise AmlError(f"not a form-encoded body: {exc}") from exc
-    return dict(pairs)
-
-
 async def https_delivery(request: web.Request) -> web.Response:
     body = await _body(request)
     try:
-        message = parse_https(_form(body))
+        message = parse_https_body(body)
     except AmlError as exc:
         return _refuse(request, "https", exc)
     return await _accept(request, message)
@@ -66,7 +57,7 @@ async def sms_delivery(request: web.Request) -> web.Response:
             if not isinstance(data, dict):
                 raise AmlError("JSON body must be an object with from and text")
         else:
-            data = _form(body)
+            data = form_fields(body)
         text, sender = data.get("text"), data.get("from")
         if not isinstance(text, str) or not (sender is None or isinstance(sender, str)):
             raise AmlError("text (and from) must be strings")

@@ -72,7 +72,7 @@ FASTAGI_CALLS = [
     call('shape="Sphere",crs="3d",pos="50.9272 11.5864 231.5",radius="20"'),  # good: routed by lat/lon
     call('shape="Point",crs="3d",pos="50.9273 11.5865"'),  # 3-D without its altitude
     call('shape="Circle",crs="2d",pos="50.9274 999",radius="5"'),  # outside WGS84
-    call('shape="Point",crs="2d",pos="50.9272 11.5864 231.5"'),  # 3 numbers for 2-D
+    call('shape="Point",crs="2d",pos="50.9272 11.5864 231.5 7 1"'),  # 5 numbers for 2-D
     call('shape="Point",crs="2d",pos="50.9272 11.5864"', pani="3GPP-E-UTRAN-FDD; utran-cell-id-3gpp=ZZ2620100A1B2C"),
     call('shape="Point",crs="2d",pos="x"', caller="+49 151 123 abc"),
 ]
