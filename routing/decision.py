@@ -159,7 +159,7 @@ def _from_aml(facts: CallFacts, caller: str | None, rules: Rules, notes: list[st
 
 
 def _from_civic(facts: CallFacts, caller: str | None, rules: Rules, notes: list[str]) -> _Located:
-    """The Gemeinde (A3) of the civic address, if the municipality table knows it: its district decides."""
+    """The Gemeinde (A3, else A4) of the civic address, if the municipality table knows it: its district decides."""
     address = facts.civic
     if address is None:
         return None
@@ -167,15 +167,18 @@ def _from_civic(facts: CallFacts, caller: str | None, rules: Rules, notes: list[
     if country not in ("", "DE", "DEU"):
         notes.append(f"civic address ignored: country {country[:3]}, not Germany")
         return None
-    if not address.municipality:
-        notes.append("civic address ignored: it names no Gemeinde (A3)")
+    # A3 is the Gemeinde (RFC 5139); without one, A4 (some LIS, DEC112's among them, put the town there)
+    name = address.municipality or address.get("A4")
+    if not name:
+        notes.append("civic address ignored: it names no Gemeinde (A3, A4)")
         return None
-    found = rules.municipalities_named(address.municipality)
+    found = rules.municipalities_named(name)
+    why = "is not in the municipality table" if not found else f"names {len(found)} Gemeinden"
     if len(found) > 1 and address.get("A2"):  # two Gemeinden of one name: the address's district (A2) decides
         district = _district_key(address.get("A2"))
         found = [ags for ags in found if _district_key(rules.district_name(ags[:5])) == district]
+        why = f"{why}, its district (A2) none of them" if not found else why
     if len(found) != 1:
-        why = "is not in the municipality table" if not found else f"names {len(found)} Gemeinden"
         notes.append(f"civic address ignored: its Gemeinde {why}")
         return None
     (ags,) = found

@@ -35,6 +35,7 @@ def address(**elements: str) -> CivicAddress:
         ("jena", address(A3="GERA"), Route.PARTNER, "gera", "Gera"),  # case does not matter
         ("jena", address(A3="Berga (Elster)"), Route.PARTNER, "gera", "Greiz"),  # "Berga/Elster" in the table
         ("jena", address(A3="Schleiz", country=""), Route.PARTNER, "gera", "Saale-Orla-Kreis"),  # no country
+        ("jena", address(A4="Weida"), Route.PARTNER, "gera", "Greiz"),  # the town in A4, no A3 (DEC112's LIS)
         ("gera", address(A3="Lehesten", A2="Saalfeld-Rudolstadt"), Route.PARTNER, "jena", "Saalfeld-Rudolstadt"),
         (
             "gera",
@@ -62,10 +63,11 @@ def test_a_civic_address_routes_by_its_gemeindes_district(
     ("civic", "note"),
     [
         (address(A3="Lehesten"), "names 2 Gemeinden"),  # two of that name, no district to tell them apart
-        (address(A3="Lehesten", A2="Greiz"), "is not in the municipality table"),  # neither lies in Greiz
+        (address(A3="Lehesten", A2="Greiz"), "names 2 Gemeinden, its district (A2) none of them"),
         (address(A3="Erfurt"), "is not in the municipality table"),
         (address(A3="Gera", country="AT"), "country AT, not Germany"),
-        (address(A4="Lusan"), "names no Gemeinde (A3)"),
+        (address(A5="Lusan"), "names no Gemeinde (A3, A4)"),
+        (address(A3="Erfurt", A4="Weida"), "is not in the municipality table"),  # A4 only without an A3
     ],
 )
 def test_an_unusable_civic_address_is_noted_and_the_next_source_decides(
