@@ -26,6 +26,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from urllib.parse import parse_qsl
 
 from routing.location import MAX_RADIUS_M, Position
 from routing.numbers import NumberError, to_e164
@@ -46,6 +47,7 @@ _IDENTITY = re.compile(r"[0-9]{1,20}")
 _MCC = re.compile(r"[0-9]{3}")
 _MNC = re.compile(r"[0-9]{2,3}")
 _MCC_MNC = re.compile(r"[0-9]{5,6}")
+_UNENCODED_PLUS = re.compile(r" [1-9][0-9]{5,14}")
 
 _V1_METHODS = {"G": "GNSS", "W": "WiFi", "C": "Cell"}
 _V2_METHODS = {"G": "GNSS", "W": "WiFi", "C": "Cell", "F": "Fused", "U": "Unknown"}
@@ -113,6 +115,20 @@ def parse_sms(text: str, sender: str | None = None) -> AmlMessage:
     raise AmlError(f"unsupported AML version {version[:10]!r}")
 
 
+def form_fields(body: bytes) -> dict[str, str]:
+    """An application/x-www-form-urlencoded body as its fields (AmlError if it is not one)."""
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body), max_num_fields=64)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise AmlError(f"not a form-encoded body: {exc}") from exc
+    return dict(pairs)
+
+
+def parse_https_body(body: bytes) -> AmlMessage:
+    """An AML HTTPS POST's raw form body."""
+    return parse_https(form_fields(body))
+
+
 def parse_https(fields: Mapping[str, str]) -> AmlMessage:
     """The decoded fields of an AML HTTPS POST (every field optional)."""
     values: dict[str, str] = {}
@@ -121,7 +137,11 @@ def parse_https(fields: Mapping[str, str]) -> AmlMessage:
             raise AmlError("form field is not text")
         if len(key) > MAX_FIELD_LENGTH or len(value) > MAX_FIELD_LENGTH:
             raise AmlError(f"form field {key[:30]!r} too long, at most {MAX_FIELD_LENGTH} characters")
-        _store(values, key, value, _HTTPS_KEYS)
+        # Form decoding turns a '+' that was not percent-encoded into a space (senders that build
+        # the body by hand forget it): " 4915..." is "+4915...". The pull path copes with the
+        # server's "4915..." the same way (aml.pull).
+        plus_repaired = key.strip().lower() == "device_number" and _UNENCODED_PLUS.fullmatch(value)
+        _store(values, key, "+" + value[1:] if plus_repaired else value, _HTTPS_KEYS)
 
     _unix_ms(values.get("time"), "time")  # call start: not kept, but a garbled one means a garbled message
     fix_time = _unix_ms(values.get("location_time"), "location_time")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import re
 import ssl
 import time
@@ -130,8 +131,13 @@ class PullSetupError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class PullAnswer:
-    fixes: tuple[AmlMessage, ...]  # each with a position, oldest first
+    fixes: tuple[AmlMessage, ...]  # each with a position, oldest first, the best last
     problems: tuple[str, ...] = ()  # entries skipped, and why
+
+    @property
+    def best(self) -> AmlMessage | None:
+        """The newest fix, the most accurate of its time: what the dispatcher sees."""
+        return self.fixes[-1] if self.fixes else None
 
 
 def server_number(e164: str, number_format: str) -> str:
@@ -180,8 +186,16 @@ def parse_answer(body: bytes, number: str, zone: ZoneInfo, now: float) -> PullAn
             fixes.append(message)
     if not fixes and problems and not no_data:
         raise PullError("bad-response", "; ".join(problems[:3]))
-    fixes.sort(key=lambda fix: fix.fix_time if fix.fix_time is not None else now)
+    # Oldest first, the best last: it is stored last and so is the trail's newest (the card's and
+    # the routing's fix). A server sends several fixes of one time (Wi-Fi and GNSS of the same
+    # moment): then the most accurate is the best, and of equally accurate ones the first sent.
+    order = {id(fix): index for index, fix in enumerate(fixes)}
+    fixes.sort(key=lambda fix: (fix.fix_time if fix.fix_time is not None else now, -_radius(fix), -order[id(fix)]))
     return PullAnswer(tuple(fixes), tuple(problems))
+
+
+def _radius(fix: AmlMessage) -> float:
+    return fix.position.radius_m if fix.position is not None else math.inf
 
 
 def _entry(entry: Any, number: str, zone: ZoneInfo, now: float) -> AmlMessage | None:

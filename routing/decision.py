@@ -1,9 +1,9 @@
 """The routing decision for one 112 call: a pure function of the call's facts,
 the rules and the live state of the sites.
 
-Location sources are tried in the rules' priority order (PIDF-LO, AML, cell,
-Ortsnetz, trunk); the first that places the caller in a district with a
-centre decides. Garbage in a source is skipped with a note, never a failure:
+Location sources are tried in the rules' priority order (PIDF-LO, AML, civic
+address, cell, Ortsnetz, trunk); the first that places the caller in a district
+with a centre decides. Garbage in a source is skipped with a note, never a failure:
 the trunk (the site the network chose) always answers last.
 """
 
@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from routing.areas import AreaMatch
-from routing.location import Position
+from routing.location import CivicAddress, Position
 from routing.numbers import NumberError, is_mobile, national_form, to_e164
-from routing.rules import Rules, Source
+from routing.rules import Rules, Source, place_key
 
 
 class Route(enum.StrEnum):
@@ -43,6 +43,7 @@ class CallFacts:
     aml: AmlFix | None = None
     cell_id: str | None = None
     now: float = 0.0
+    civic: CivicAddress | None = None  # the PIDF-LO's civic address (RFC 4119/5139)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +158,39 @@ def _from_aml(facts: CallFacts, caller: str | None, rules: Rules, notes: list[st
     return _by_position("aml", facts.aml.position, f"AML fix ({age:.0f} s old)", rules, notes)
 
 
+def _from_civic(facts: CallFacts, caller: str | None, rules: Rules, notes: list[str]) -> _Located:
+    """The Gemeinde (A3, else A4) of the civic address, if the municipality table knows it: its district decides."""
+    address = facts.civic
+    if address is None:
+        return None
+    country = address.get("country").upper()
+    if country not in ("", "DE", "DEU"):
+        notes.append(f"civic address ignored: country {country[:3]}, not Germany")
+        return None
+    # A3 is the Gemeinde (RFC 5139); without one, A4 (some LIS, DEC112's among them, put the town there)
+    name = address.municipality or address.get("A4")
+    if not name:
+        notes.append("civic address ignored: it names no Gemeinde (A3, A4)")
+        return None
+    found = rules.municipalities_named(name)
+    why = "is not in the municipality table" if not found else f"names {len(found)} Gemeinden"
+    if len(found) > 1 and address.get("A2"):  # two Gemeinden of one name: the address's district (A2) decides
+        district = _district_key(address.get("A2"))
+        found = [ags for ags in found if _district_key(rules.district_name(ags[:5])) == district]
+        why = f"{why}, its district (A2) none of them" if not found else why
+    if len(found) != 1:
+        notes.append(f"civic address ignored: its Gemeinde {why}")
+        return None
+    (ags,) = found
+    return _by_district("civic", ags[:5], f"civic address in {rules.municipalities[ags]}", rules, notes)
+
+
+def _district_key(name: str) -> str:
+    """'Landkreis Greiz', 'Kreis Greiz' and 'Greiz' name one district."""
+    key = place_key(name)
+    return key.removeprefix("landkreis ").removeprefix("kreis ")
+
+
 def _from_cell(facts: CallFacts, caller: str | None, rules: Rules, notes: list[str]) -> _Located:
     if not facts.cell_id:
         return None
@@ -186,6 +220,7 @@ _Located = tuple[LocationUsed, str] | None
 _LOCATORS: dict[str, Callable[[CallFacts, str | None, Rules, list[str]], _Located]] = {
     "pidf": _from_pidf,
     "aml": _from_aml,
+    "civic": _from_civic,
     "cell": _from_cell,
     "area_code": _from_area_code,
 }

@@ -4,6 +4,8 @@ Asterisk's res_geolocation turns the PIDF-LO of the INVITE into
 ``GEOLOC_PROFILE(location_info)``, a list like
 ``shape="Circle",crs="2d",pos="50.9272 11.5864",radius="15"``; 3-D shapes
 (``crs="3d"``, EPSG 4979) carry the altitude as a third number of each ``pos``.
+A civic address (RFC 4119/5139, GEOLOC_PROFILE(format) ``civicAddress``) arrives as
+its elements: ``lang="de",country="DE",A1="Thüringen",A3="Gera",RD="Schloßstraße"``.
 The value comes from the network unfiltered, so it is parsed strictly: anything
 unexpected is rejected with a reason, never guessed at. A reason never quotes
 the coordinates: it is logged and shown, and positions are personal data.
@@ -13,9 +15,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-_PAIR = re.compile(r'\s*([A-Za-z_]+)\s*=\s*"([^"]*)"\s*(?:,|$)')
+_PAIR = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_-]*)\s*=\s*"([^"]*)"\s*(?:,|$)')
 MAX_LENGTH = 1024
 
 
@@ -95,9 +98,16 @@ def _length(fields: dict[str, str], name: str, shape: str) -> float:
     return value
 
 
-def _points(text: str, dimension: int) -> list[tuple[float, float, float | None]]:
-    """lat lon (2-D) or lat lon altitude (3-D) triples; the reason never quotes them."""
+def _points(text: str, dimension: int, single: bool = False) -> list[tuple[float, float, float | None]]:
+    """lat lon (2-D) or lat lon altitude (3-D) triples; the reason never quotes them.
+
+    ``single``: the one pos of a shape's centre. A third number in a 2-D (EPSG 4326) pos is
+    ignored there: DEC112's library writes the altitude whenever it knows it, and lat/lon are
+    unambiguous. A posList stays strict: with a stray number every later vertex would shift.
+    """
     words = text.split()
+    if single and dimension == 2 and len(words) == 3:
+        words = words[:2] if _numeric(words[2]) else words
     if not words or len(words) % dimension:
         what = "'lat lon'" if dimension == 2 else "'lat lon altitude'"
         raise LocationError(f"pos must be {what} ({len(words)} values given)")
@@ -114,18 +124,54 @@ def _points(text: str, dimension: int) -> list[tuple[float, float, float | None]
     return points
 
 
+def _numeric(word: str) -> bool:
+    try:
+        return math.isfinite(float(word))
+    except ValueError:
+        return False
+
+
 def _point(fields: dict[str, str], dimension: int) -> tuple[float, float, float | None]:
-    points = _points(fields.get("pos", ""), dimension)
+    points = _points(fields.get("pos", ""), dimension, single=True)
     if len(points) != 1:
         raise LocationError("pos must hold exactly one point")
     return points[0]
 
 
-# shape -> the crs values it comes in (RFC 5491: Sphere, Ellipsoid and Prism are 3-D only)
+def _angle(fields: dict[str, str], name: str, shape: str) -> float:
+    """An angle as Asterisk writes it ("20 radians"): checked, never used for the circle.
+
+    Asterisk 22's pidf_to_eprofile.xslt labels EPSG::9102 (degrees) "radians" and every other
+    unit "degrees", so the word cannot be trusted; no reduction here depends on it.
+    """
+    words = fields.get(name.lower(), "").split()
+    if not 1 <= len(words) <= 2 or not _numeric(words[0]) or (len(words) == 2 and words[1] not in _ANGLE_UNITS):
+        raise LocationError(f"{shape} without a valid {name}")
+    return float(words[0])
+
+
+_ANGLE_UNITS = ("radians", "degrees")
+
+
+def arcband_radius(inner: float, outer: float, shape: str = "ArcBand") -> float:
+    """The conservative circle of an ArcBand (RFC 5491 5.2.6): its apex with the outer radius.
+
+    The band lies wholly inside that circle whatever its angles, which is why it is chosen:
+    the smallest circle around the band would be tighter for a narrow sector, but it depends on
+    the angles' units, and the live path (GEOLOC_PROFILE) cannot be trusted with those (see
+    _angle). Coarse, but never excludes the caller: it is the reach of the cell sector.
+    """
+    if inner > outer:
+        raise LocationError(f"{shape}: innerRadius is larger than outerRadius")
+    return outer
+
+
+# shape -> the crs values it comes in (RFC 5491: Sphere, Ellipsoid and Prism are 3-D only, ArcBand 2-D only)
 _SHAPES = {
     "Point": ("2d", "3d"),
     "Circle": ("2d",),
     "Ellipse": ("2d",),
+    "ArcBand": ("2d",),
     "Polygon": ("2d", "3d"),
     "Sphere": ("3d",),
     "Ellipsoid": ("3d",),
@@ -133,13 +179,7 @@ _SHAPES = {
 }
 
 
-def parse_location_info(text: str, method: str = "") -> Position:
-    """Point, Circle, Ellipse, Polygon, and the 3-D Sphere, Ellipsoid and Prism of GEOLOC_PROFILE(location_info).
-
-    An Ellipse (Ellipsoid) becomes the circle of its larger horizontal axis, a Polygon (a
-    Prism's base) the circle around its vertices, a Sphere its circle. 3-D shapes keep their
-    altitude (a Polygon's or Prism's: the mean of its vertices').
-    """
+def _fields(text: str) -> dict[str, str]:
     if not text or len(text) > MAX_LENGTH:
         raise LocationError("location_info is empty or too long")
     fields: dict[str, str] = {}
@@ -150,11 +190,34 @@ def parse_location_info(text: str, method: str = "") -> Position:
             raise LocationError('location_info is not a key="value" list')
         fields[match[1].lower()] = match[2]
         position = match.end()
+    return fields
+
+
+def parse_location_info(text: str, method: str = "") -> Position:
+    """A shape of GEOLOC_PROFILE(location_info): Point, Circle, Ellipse, ArcBand, Polygon; 3-D Sphere, Ellipsoid, Prism.
+
+    Each becomes a circle that holds the whole shape: an Ellipse (Ellipsoid) the circle of its
+    larger horizontal axis, an ArcBand its apex with the outer radius, a Polygon (a Prism's
+    base) the circle around its vertices, a Sphere its horizontal circle. 3-D shapes keep
+    their altitude (a Polygon's or Prism's: the mean of its vertices').
+    """
+    return _geodetic(_fields(text), method)
+
+
+def parse_location_profile(text: str, method: str = "") -> Position | CivicAddress:
+    """GEOLOC_PROFILE(location_info) of either format: a shape (GML) or a civic address."""
+    fields = _fields(text)
+    if "shape" in fields:
+        return _geodetic(fields, method)
+    return civic_address(fields)
+
+
+def _geodetic(fields: dict[str, str], method: str) -> Position:
     shape, crs = fields.get("shape", ""), fields.get("crs", "2d")
     if crs not in ("2d", "3d"):
         raise LocationError(f"unsupported crs {crs[:8]!r}")
     if shape not in _SHAPES:
-        raise LocationError(f"shape {shape[:20] or '(none)'!r} is not supported yet")
+        raise LocationError(f"shape {shape[:20] or '(none)'!r} is not supported")
     if crs not in _SHAPES[shape]:
         raise LocationError(f"{shape} does not come with crs {crs!r}")
     dimension = 3 if crs == "3d" else 2
@@ -165,9 +228,90 @@ def parse_location_info(text: str, method: str = "") -> Position:
         radius = 0.0
     elif shape in ("Circle", "Sphere"):
         radius = _length(fields, "radius", shape)
+    elif shape == "ArcBand":
+        _angle(fields, "startAngle", shape)
+        _angle(fields, "openingAngle", shape)
+        radius = arcband_radius(_length(fields, "innerRadius", shape), _length(fields, "outerRadius", shape))
     else:  # Ellipse, Ellipsoid: the larger horizontal axis
         radius = max(_length(fields, "semiMajorAxis", shape), _length(fields, "semiMinorAxis", shape))
     return Position(lat, lon, radius, shape, method, height)
+
+
+# Civic address elements (RFC 4119, RFC 5139) kept, with their German label on the card, in the
+# order a German address is read. A6 is the street in RFC 4119, RD in RFC 5139.
+CIVIC_LABELS: dict[str, str] = {
+    "NAM": "Name",
+    "street": "Straße",
+    "house_number": "Hausnummer",
+    "BLD": "Gebäude",
+    "UNIT": "Einheit",
+    "FLR": "Etage",
+    "ROOM": "Raum",
+    "SEAT": "Platz",
+    "LOC": "Hinweis",
+    "LMK": "Orientierungspunkt",
+    "place": "Ort",
+    "A4": "Ortsteil",
+    "A5": "Viertel",
+    "A2": "Kreis",
+    "A1": "Bundesland",
+    "country": "Land",
+    "POBOX": "Postfach",
+}
+_STREET_PARTS = ("PRD", "RD", "STS", "POD")
+_CIVIC_CODES = ("country", "A1", "A2", "A3", "A4", "A5", "A6", *_STREET_PARTS, "HNO", "HNS", "LMK", "LOC", "FLR",
+                "NAM", "PC", "BLD", "UNIT", "ROOM", "SEAT", "POBOX")  # fmt: skip
+_CIVIC_BY_KEY = {code.lower(): code for code in _CIVIC_CODES}
+MAX_CIVIC_VALUE = 120
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True, slots=True)
+class CivicAddress:
+    """A civic address (RFC 4119/5139): the elements given, by their RFC code ("A3", "RD", "HNO", ...).
+
+    Values are cleaned (control characters dropped, whitespace collapsed, capped); unknown
+    elements and extensions (RFC 6848) are dropped. An address is personal data: DEBUG only.
+    """
+
+    elements: tuple[tuple[str, str], ...]
+
+    def get(self, code: str) -> str:
+        return next((value for key, value in self.elements if key == code), "")
+
+    @property
+    def municipality(self) -> str:
+        """A3: the city, town or Gemeinde (RFC 5139)."""
+        return self.get("A3")
+
+    @property
+    def street(self) -> str:
+        parts = [self.get(code) for code in _STREET_PARTS]
+        if not parts[1]:
+            parts[1] = self.get("A6")  # RFC 4119's street
+        return " ".join(part for part in parts if part)
+
+    def lines(self) -> list[tuple[str, str]]:
+        """(German label, value) for the dispatcher's card, in reading order."""
+        derived = {
+            "street": self.street,
+            "house_number": self.get("HNO") + self.get("HNS"),  # 12 + a: "12a"
+            "place": (self.get("PC") + " " + self.municipality).strip(),
+        }
+        return [(label, value) for key, label in CIVIC_LABELS.items() if (value := derived.get(key) or self.get(key))]
+
+
+def civic_address(elements: Mapping[str, str]) -> CivicAddress:
+    """The known civic elements of a mapping (keys case-insensitive); LocationError if none is given."""
+    kept: dict[str, str] = {}
+    for key, raw in elements.items():
+        code = _CIVIC_BY_KEY.get(key.lower())
+        value = " ".join(_CONTROL.sub(" ", raw).split())[:MAX_CIVIC_VALUE]
+        if code is not None and value:
+            kept.setdefault(code, value)
+    if not kept:
+        raise LocationError("civic address without any known element")
+    return CivicAddress(tuple(sorted(kept.items(), key=lambda item: _CIVIC_CODES.index(item[0]))))
 
 
 _CELL_PARAMETERS = ("utran-cell-id-3gpp", "e-utran-cell-id-3gpp", "cgi-3gpp", "nrcgi")

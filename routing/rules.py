@@ -13,9 +13,11 @@ files inside the rules folder, at most MAX_DATA_FILE_BYTES each.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import re
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,8 +30,10 @@ from routing.numbers import NumberError, to_e164
 Ags = Annotated[str, StringConstraints(pattern=r"^[0-9]{5}$")]
 CentreId = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
 AreaCode = Annotated[str, StringConstraints(pattern=r"^0[1-9][0-9]{1,4}$")]
-Source = Literal["pidf", "aml", "cell", "area_code", "trunk"]
-DEFAULT_PRIORITY: tuple[Source, ...] = ("pidf", "aml", "cell", "area_code", "trunk")
+Ags8 = Annotated[str, StringConstraints(pattern=r"^[0-9]{8}$")]  # a Gemeinde: its district's AGS and 3 digits
+PlaceName = Annotated[str, StringConstraints(min_length=1, max_length=80)]
+Source = Literal["pidf", "aml", "civic", "cell", "area_code", "trunk"]
+DEFAULT_PRIORITY: tuple[Source, ...] = ("pidf", "aml", "civic", "cell", "area_code", "trunk")
 MAX_DATA_FILE_BYTES = 32 * 1024 * 1024  # the rules file and each data file it names
 MAX_YAML_DEPTH = 32  # the shipped rules nest 5 deep
 MAX_YAML_NODES = 1_000_000  # a cell table of 200 000 cells fits
@@ -126,6 +130,8 @@ class RulesFile(_Frozen):
     areas: Areas
     area_codes: dict[AreaCode, Ags] | str = "area_codes.yaml"
     cells: dict[str, CellEntry] | str = {}
+    # Gemeinde (AGS) -> name, for civic addresses (a file name, or the table itself)
+    municipalities: dict[Ags8, PlaceName] | str = {}
     source_priority: tuple[Source, ...] = DEFAULT_PRIORITY
     aml_max_age_s: int = Field(default=600, ge=1, le=3600)
     decision_deadline_ms: int = Field(default=150, ge=10, le=1000)
@@ -142,6 +148,18 @@ class Rules:
     cells: dict[str, CellEntry]
     source: str  # file path the rules came from
     digest: str  # sha256 of the rules file and its data files
+    municipalities: dict[str, str] = field(default_factory=dict)  # Gemeinde AGS (8 digits) -> name
+
+    @functools.cached_property
+    def _named(self) -> dict[str, list[str]]:
+        named: dict[str, list[str]] = {}
+        for ags, name in self.municipalities.items():
+            named.setdefault(place_key(name), []).append(ags)
+        return named
+
+    def municipalities_named(self, name: str) -> list[str]:
+        """The AGS of every Gemeinde of that name (case and punctuation ignored; a name can be shared)."""
+        return list(self._named.get(place_key(name), []))
 
     def centre_of(self, ags: str) -> str | None:
         return self.spec.areas.districts.get(ags)
@@ -155,6 +173,11 @@ class Rules:
         if target is not None:
             return target.name
         return f"ZLS {centre.capitalize()}"  # the Verbund's sites are its Zentrale Leitstellen
+
+
+def place_key(name: str) -> str:
+    """A place name for matching: case, ß/ss and punctuation ignored ("Berga/Elster" = "berga elster")."""
+    return " ".join(re.split(r"[\W_]+", name.casefold().replace("ß", "ss"))).strip()
 
 
 # -- loading with line numbers ----------------------------------------------------
@@ -310,13 +333,23 @@ def load_rules(path: Path | str) -> Rules:
         if isinstance(spec.cells, str)
         else dict(spec.cells)
     )
+    municipalities: dict[str, str] = (
+        _load_table(base / spec.municipalities, base, "municipalities", _MunicipalityTable, problems=problems,
+                    digest=digest)
+        if isinstance(spec.municipalities, str)
+        else dict(spec.municipalities)
+    )  # fmt: skip
     if index is not None:
         for code, ags in area_codes.items():
             if ags not in index.by_ags:
                 problems.append(f"{path}: area_codes: {code} names AGS {ags}, which has no polygon")
+        for ags, name in municipalities.items():
+            if ags[:5] not in index.by_ags:
+                problems.append(f"{path}: municipalities: {ags} ({name}) lies in district {ags[:5]}, "
+                                "which has no polygon")  # fmt: skip
     if problems or index is None:
         raise RulesError(problems)
-    return Rules(spec, index, area_codes, cells, str(path), digest.hexdigest())
+    return Rules(spec, index, area_codes, cells, str(path), digest.hexdigest(), municipalities)
 
 
 def _reference_problems(spec: RulesFile, path: Path, lines: dict[tuple[Any, ...], int]) -> list[str]:
@@ -348,6 +381,10 @@ class _AreaCodeTable(_Frozen):
 
 class _CellTable(_Frozen):
     cells: dict[str, CellEntry]
+
+
+class _MunicipalityTable(_Frozen):
+    municipalities: dict[Ags8, PlaceName]
 
 
 def _load_table(

@@ -10,7 +10,7 @@ import enum
 from typing import Any
 
 from routing.decision import AmlFix, CallFacts, Decision, SiteStates, decide
-from routing.location import Position
+from routing.location import CivicAddress, Position
 from routing.rules import Rules
 
 
@@ -25,9 +25,10 @@ def simulate(
     aml: AmlFix | None = None,
     alive_sites: frozenset[str] | None = None,
     now: float = 0.0,
+    civic: CivicAddress | None = None,
 ) -> Decision:
     alive = alive_sites if alive_sites is not None else frozenset(rules.spec.sites)
-    facts = CallFacts(site, "simulation", number, position, pidf_problem, aml, cell_id, now)
+    facts = CallFacts(site, "simulation", number, position, pidf_problem, aml, cell_id, now, civic)
     return decide(facts, rules, SiteStates(alive))
 
 

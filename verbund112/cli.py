@@ -146,7 +146,10 @@ def rules_check(file: Path) -> None:
     forwarding = [t for t in spec.external_targets.values() if t.number]
     click.echo(f"  external targets: {len(spec.external_targets)}, {len(forwarding)} with a forwarding number")
     click.echo(f"  districts: {len(spec.areas.districts)} with a centre, {len(loaded.index.districts)} polygons")
-    click.echo(f"  area codes: {len(loaded.area_codes)}, cells: {len(loaded.cells)}")
+    click.echo(
+        f"  area codes: {len(loaded.area_codes)}, cells: {len(loaded.cells)}, "
+        f"municipalities: {len(loaded.municipalities)}"
+    )
     click.echo(f"  location sources: {' > '.join(spec.source_priority)}")
     for site in spec.sites:
         own = spec.overflow.sites.get(site)
@@ -182,12 +185,14 @@ def rules_simulate(
         raise click.UsageError(f"--site must be one of {', '.join(loaded.spec.sites)}")
     if (lat is None) != (lon is None):
         raise click.UsageError("--lat and --lon go together")
-    position, problem = None, ""
+    position, civic, problem = None, None, ""
     if pidf_file is not None:
-        from routing.pidf import parse_pidf
+        from routing.pidf import parse_pidf_lo
 
         try:
-            position = parse_pidf(pidf_file.read_bytes())
+            found = parse_pidf_lo(pidf_file.read_bytes())
+            position, civic = found.position, found.civic
+            problem = "" if position else "; ".join(found.problems)
         except LocationError as exc:
             problem = str(exc)
     elif lat is not None and lon is not None:
@@ -199,7 +204,8 @@ def rules_simulate(
             problem = str(exc)
     alive = frozenset({site}) if partner_down else frozenset(loaded.spec.sites)
     decision = simulate(loaded, number=number, site=site, position=position, pidf_problem=problem,
-                        cell_id=cell.upper() if cell else None, alive_sites=alive, now=time.time())  # fmt: skip
+                        cell_id=cell.upper() if cell else None, alive_sites=alive, now=time.time(),
+                        civic=civic)  # fmt: skip
     if as_json:
         click.echo(json.dumps(as_dict(decision), indent=2, ensure_ascii=False))
     else:

@@ -1,7 +1,8 @@
 """AML intake (ETSI TS 103 625): handsets' positions pushed by HTTPS or through an SMS gateway.
 
 Tolerant where real handsets are sloppy, strict where it matters (aml/parse.py).
-A bad message gets 400 with the reason and is logged (without the position);
+A message that cannot be used gets 202 with stored false and the reason (see _refuse),
+is logged (without the position) and counted;
 a good one is stored in Redis under the caller's E.164 number, expiring after
 aml.retention_s, and announced on the AML update channel; the answer comes once
 the master has it (a fix no replica acknowledged yet is kept by the service and
@@ -14,12 +15,11 @@ from __future__ import annotations
 import json
 import logging
 import time
-from urllib.parse import parse_qsl
 
 from aiohttp import web
 from pydantic import ValidationError
 
-from aml.parse import AmlError, AmlMessage, parse_https, parse_sms
+from aml.parse import AmlError, AmlMessage, form_fields, parse_https_body, parse_sms
 from routing.decision import AmlFix
 from verbund112.store import StoreError
 from verbund112.store.records import AmlFixRecord
@@ -37,18 +37,10 @@ async def _body(request: web.Request) -> bytes:
     return await read_body(request, request.app[PORTS].aml.max_body_bytes)
 
 
-def _form(body: bytes) -> dict[str, str]:
-    try:
-        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body), max_num_fields=64)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise AmlError(f"not a form-encoded body: {exc}") from exc
-    return dict(pairs)
-
-
 async def https_delivery(request: web.Request) -> web.Response:
     body = await _body(request)
     try:
-        message = parse_https(_form(body))
+        message = parse_https_body(body)
     except AmlError as exc:
         return _refuse(request, "https", exc)
     return await _accept(request, message)
@@ -66,7 +58,7 @@ async def sms_delivery(request: web.Request) -> web.Response:
             if not isinstance(data, dict):
                 raise AmlError("JSON body must be an object with from and text")
         else:
-            data = _form(body)
+            data = form_fields(body)
         text, sender = data.get("text"), data.get("from")
         if not isinstance(text, str) or not (sender is None or isinstance(sender, str)):
             raise AmlError("text (and from) must be strings")
@@ -76,10 +68,21 @@ async def sms_delivery(request: web.Request) -> web.Response:
     return await _accept(request, message)
 
 
-def _refuse(request: web.Request, kind: str, exc: AmlError) -> web.Response:
+def _refuse(request: web.Request, kind: str, exc: AmlError | str) -> web.Response:
+    """A message we cannot use: 202, stored false, with the reason; logged and counted.
+
+    Not a 4xx: Google's ELS specification (the AML HTTPS format's only published one) asks
+    endpoints to answer 2xx even for messages they throw away, because a handset or gateway
+    that retries on any other answer would send the same unusable message again and again
+    during the emergency call. It never becomes usable by retrying. The operator learns of
+    refusals from verbund112_aml_messages{outcome="refused"} (alert Verbund112AmlIntakeRefusing)
+    and the WARNING with the reason; the sender from "refused" in the answer.
+    A wrong token or signature (401/403), an oversized body (413) and a store that cannot
+    take the fix (503: retry) keep their status: those are no message of a caller.
+    """
     request.app[PORTS].aml_messages.labels(kind, "refused").inc()
     log.warning("AML %s message refused: %s", kind, exc)
-    return _error(400, str(exc))
+    return web.json_response({"stored": False, "refused": str(exc)}, status=202)
 
 
 async def _accept(request: web.Request, message: AmlMessage) -> web.Response:
@@ -87,9 +90,7 @@ async def _accept(request: web.Request, message: AmlMessage) -> web.Response:
     counted = ports.aml_messages
     kind = message.format
     if message.number is None:
-        counted.labels(kind, "refused").inc()
-        log.warning("AML %s message refused: no caller number", kind)
-        return _error(400, "no caller number in the message or from the gateway")
+        return _refuse(request, kind, "no caller number in the message or from the gateway")
     if message.position is None:
         counted.labels(kind, "no-fix").inc()
         log.info("AML %s message without a fix for a caller", kind)

@@ -42,8 +42,8 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from routing.decision import AmlFix
-from routing.location import LocationError, Position
-from routing.pidf import parse_pidf
+from routing.location import CivicAddress, LocationError, Position
+from routing.pidf import parse_pidf_lo
 from routing.rules import RulesError
 from routing.simulation import as_dict, explain, simulate
 from verbund112.store import StoreError
@@ -109,6 +109,7 @@ async def get_rules(request: web.Request) -> web.Response:
             "rules": rules.spec.model_dump(mode="json"),
             "area_codes": len(rules.area_codes),
             "cells": len(rules.cells),
+            "municipalities": len(rules.municipalities),
             "districts": [{"ags": d.ags, "name": d.name} for d in rules.index.districts],
         }
     )
@@ -163,26 +164,28 @@ async def simulate_call(request: web.Request) -> web.Response:
                                                                for e in exc.errors()])  # fmt: skip
     if ask.site not in rules.spec.sites:
         return error(400, f"unknown site {ask.site!r}")
-    position, problem = _position(ask)
+    position, civic, problem = _position(ask)
     now = time.time()
     aml = None
     if ask.aml_lat is not None and ask.aml_lon is not None:
         aml = AmlFix(Position(ask.aml_lat, ask.aml_lon, ask.aml_radius_m, "Circle", "AML"), now - ask.aml_age_s)
     alive = frozenset(rules.spec.sites) if ask.partner_reporting else frozenset({ask.site})
     decision = simulate(rules, number=ask.number, site=ask.site, position=position, pidf_problem=problem,
-                        cell_id=ask.cell, aml=aml, alive_sites=alive, now=now)  # fmt: skip
+                        cell_id=ask.cell, aml=aml, alive_sites=alive, now=now, civic=civic)  # fmt: skip
     return web.json_response({"decision": as_dict(decision), "explanation": explain(decision)})
 
 
-def _position(ask: SimulationRequest) -> tuple[Position | None, str]:
+def _position(ask: SimulationRequest) -> tuple[Position | None, CivicAddress | None, str]:
     if ask.pidf is not None:
         try:
-            return parse_pidf(ask.pidf), ""
+            found = parse_pidf_lo(ask.pidf)
         except LocationError as exc:
-            return None, str(exc)
+            return None, None, str(exc)
+        # shapes skipped beside a usable one are no problem of the routing
+        return found.position, found.civic, "" if found.position else "; ".join(found.problems)
     if ask.lat is not None and ask.lon is not None:
-        return Position(ask.lat, ask.lon, ask.radius_m, "Circle" if ask.radius_m else "Point", "simulated"), ""
-    return None, ""
+        return Position(ask.lat, ask.lon, ask.radius_m, "Circle" if ask.radius_m else "Point", "simulated"), None, ""
+    return None, None, ""
 
 
 @require("look")

@@ -92,14 +92,17 @@ async def test_sms_aml_from_a_gateway_is_stored(verbund: lab.Verbund, start_serv
         ("/aml/v1/sms", {"text": "hello"}, ""),
     ],
 )
-async def test_bad_aml_gets_400_with_a_reason_and_the_service_keeps_serving(
+async def test_bad_aml_is_refused_with_2xx_and_a_reason_and_the_service_keeps_serving(
     verbund: lab.Verbund, start_service, path: str, data: dict, reason: str
 ) -> None:
-    await start_service("jena")
+    """2xx, as the AML HTTPS format asks (web/aml.py): the sender must not send it again and again."""
+    jena = await start_service("jena")
     aml = {"Authorization": f"Bearer {verbund.aml_token}"}
     status, body = await post(verbund, path, aml, data=data)
-    assert status == 400
-    assert reason.lower() in body["error"].lower()
+    assert status == 202 and body["stored"] is False
+    assert reason.lower() in body["refused"].lower()
+    kind = "https" if path.endswith("https") else "sms"
+    assert jena.registry.get_sample_value("verbund112_aml_messages_total", {"format": kind, "outcome": "refused"}) == 1
     status, _ = await post(verbund, "/aml/v1/https", aml, data=https_form("+4915112340004"))
     assert status == 202
 

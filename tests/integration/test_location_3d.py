@@ -12,7 +12,7 @@ import asyncio
 import logging
 
 import pytest
-from playwright.async_api import Browser
+from playwright.async_api import Browser, Page
 
 from lab import lab
 from routing.decision import Route
@@ -20,6 +20,7 @@ from tests.conftest import next_event, place_call
 from tests.integration.test_dispatch_page import browser  # noqa: F401  (the Chromium fixture)
 from tests.integration.test_routing_calls import both_services
 from verbund112.features.hub import CallRouted
+from verbund112.service import Service
 
 pytestmark = pytest.mark.lab
 
@@ -30,26 +31,42 @@ SPHERE_IN_GREIZ = (
 )
 
 
-async def test_a_3d_pidf_lo_call_is_routed_by_its_position_and_shows_its_altitude(
+@pytest.fixture
+async def gera_desk(
     verbund: lab.Verbund,
     start_service,
     start_desks,
     browser: Browser,  # noqa: F811  (the fixture imported above)
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    caplog.set_level(logging.DEBUG)
+) -> tuple[Service, Page]:
+    """Both services reporting, desk gera-d1 registered and its page open: (Jena's service, the page)."""
     jena, _ = await both_services(start_service)
     await start_desks("gera", ["gera-d1"])
     page = await browser.new_page()
     await page.goto(f"http://127.0.0.1:{verbund.ports['gera'].web}/dispatch/gera-d1?token="
                     f"{verbund.desk_tokens['gera-d1']}")  # fmt: skip
     await page.wait_for_selector("text=verbunden als gera-d1")
+    return jena, page
+
+
+async def call_into_jena(
+    verbund: lab.Verbund, desk: tuple[Service, Page], number: str, shape: str, source: str
+) -> tuple[CallRouted, str]:
+    """A 112 call with a PIDF-LO into Jena, answered in Gera: how Jena routed it, the card's row of `source`."""
+    jena, page = desk
     with jena.hub.subscribe() as events:
-        call = asyncio.create_task(place_call(verbund, "jena", NUMBER, talk_ms=8000, shape_xml=SPHERE_IN_GREIZ))
+        call = asyncio.create_task(place_call(verbund, "jena", number, talk_ms=8000, shape_xml=shape))
         routed = await next_event(events, CallRouted)
-        await page.wait_for_selector(f"#caller:has-text('{NUMBER}')", timeout=20000)
-        row = await page.inner_text(".loc[data-source='pidf']")
-        assert await call == 0
+        await page.wait_for_selector(f"#caller:has-text('{number}')", timeout=20000)
+        row = await page.inner_text(f".loc[data-source='{source}']")
+        assert await call == 0, number
+    return routed, row
+
+
+async def test_a_3d_pidf_lo_call_is_routed_by_its_position_and_shows_its_altitude(
+    verbund: lab.Verbund, gera_desk: tuple[Service, Page], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    routed, row = await call_into_jena(verbund, gera_desk, NUMBER, SPHERE_IN_GREIZ, "pidf")
 
     assert routed.position is not None and routed.location_problem == ""
     assert (routed.position.shape, routed.position.altitude_m) == ("Sphere", pytest.approx(312.4))

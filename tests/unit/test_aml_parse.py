@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aml.parse import METHODS, AmlError, AmlMessage, parse_https, parse_sms
+from aml.parse import METHODS, AmlError, AmlMessage, parse_https, parse_https_body, parse_sms
 from routing.location import Position
 
 SENDER = "+4915112345678"
@@ -474,3 +474,24 @@ def test_parse_https_raises_only_aml_error(fields: dict[str, str]) -> None:
         assert str(exc)
     else:
         check(message)
+
+
+@pytest.mark.parametrize(
+    ("body", "number"),
+    [
+        (b"device_number=+4915112345678&location_latitude=50.9&location_longitude=11.5", "+4915112345678"),
+        (b"device_number=%2B4915112345678&location_latitude=50.9&location_longitude=11.5", "+4915112345678"),
+        (b"device_number=015112345678&location_latitude=50.9&location_longitude=11.5", "+4915112345678"),
+    ],
+)
+def test_a_plus_that_was_not_percent_encoded_is_a_plus(body: bytes, number: str) -> None:
+    assert parse_https_body(body).number == number
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"device_number=+49+151+12&location_latitude=50.9&location_longitude=11.5", b"device_number=++4915112345678"],
+)
+def test_only_a_leading_space_before_digits_is_taken_for_a_plus(body: bytes) -> None:
+    with pytest.raises(AmlError, match="number"):
+        parse_https_body(body)

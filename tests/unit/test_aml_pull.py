@@ -86,6 +86,16 @@ def test_fixes_come_oldest_first_so_the_newest_ends_at_the_head_of_the_trail() -
     assert [m.fix_time for m in result.fixes] == [NOW - 60, NOW]
 
 
+def test_of_several_fixes_of_one_time_the_most_accurate_is_the_best_and_stored_last() -> None:
+    now_ms = int(NOW * 1000)
+    wifi, gps, also_gps, older = (fix(50.90, 11.60, 89.5, now_ms), fix(50.91, 11.61, 15.5, now_ms),
+                                  fix(50.92, 11.62, 15.5, now_ms), fix(50.93, 11.63, 3.0, now_ms - 60_000))  # fmt: skip
+    result = answer([wifi, gps, also_gps, older])
+    assert [m.position.lat for m in result.fixes if m.position] == [50.93, 50.90, 50.92, 50.91]
+    assert result.best is result.fixes[-1]  # the first sent of the two most accurate
+    assert answer(NO_DATA).best is None
+
+
 @pytest.mark.parametrize(
     ("body", "reason"),
     [

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from routing.decision import CallFacts, Places, SiteStates, decide
-from routing.location import parse_location_info
+from routing.location import civic_address, parse_location_info
 from routing.rules import Rules, load_rules
 from verbund112.features.cards import build_card, location_from_aml, location_from_record
 from verbund112.features.routing_service import call_record
@@ -97,17 +97,22 @@ def test_the_card_places_every_location(places: Places) -> None:
     ]
 
 
+def routed_card(facts: CallFacts, places: Places) -> dict[str, Any]:
+    """The card at gera-d1 for a call routed at its entry site, its record read back through the store's JSON."""
+    decision = decide(facts, places.rules, SiteStates(frozenset({"jena", "gera"})))
+    stored = CallRecord.model_validate_json(call_record(facts, decision).to_json())
+    return build_card(
+        call_id=facts.call_id, answered_site="gera", dispatcher="gera-d1", caller_number=facts.caller_number,
+        from_site=facts.site, wait_s=3, record=stored.as_dict(), aml_trail=[], earlier_calls=[], now=NOW,
+        places=places,
+    )  # fmt: skip
+
+
 def test_a_3d_pidf_lo_position_is_routed_by_lat_lon_and_shows_its_altitude(places: Places) -> None:
     """crs="3d" as Asterisk hands it over: routed to Jena, the altitude kept in the record and on the card."""
     position = parse_location_info('shape="Sphere",crs="3d",pos="50.9279 11.5891 312.4",radius="20"', "GPS")
-    facts = CallFacts("jena", "jena-3.1", "+4915112345678", position, now=NOW)
-    decision = decide(facts, places.rules, SiteStates(frozenset({"jena", "gera"})))
-    assert (decision.route.value, decision.centre) == ("local", "jena")
-    stored = CallRecord.model_validate_json(call_record(facts, decision).to_json())  # through the store's JSON
-    card = build_card(
-        call_id="jena-3.1", answered_site="gera", dispatcher="gera-d1", caller_number="+4915112345678",
-        from_site="jena", wait_s=3, record=stored.as_dict(), aml_trail=[], earlier_calls=[], now=NOW, places=places,
-    )  # fmt: skip
+    card = routed_card(CallFacts("jena", "jena-3.1", "+4915112345678", position, now=NOW), places)
+    assert card["routing"]["centre"] == "jena"
     (shown,) = card["locations"]
     assert (shown["source"], shown["district"], shown["radius_m"], shown["altitude_m"]) == ("pidf", "Jena", 20, 312.4)
 
@@ -115,3 +120,24 @@ def test_a_3d_pidf_lo_position_is_routed_by_lat_lon_and_shows_its_altitude(place
 def test_an_aml_fix_shows_its_altitude_and_a_2d_position_none() -> None:
     assert location_from_aml(aml(50.9279, 11.5891) | {"altitude_m": 160.5}, NOW)["altitude_m"] == 160.5
     assert location_from_aml(aml(50.9279, 11.5891), NOW)["altitude_m"] is None
+
+
+def test_a_civic_address_shows_on_the_card_with_german_labels(places: Places) -> None:
+    """Routed by its Gemeinde: the card has the address lines, the district and today's centre, no position."""
+    civic = civic_address({"country": "DE", "A3": "Weida", "RD": "Markt", "HNO": "3", "HNS": "b", "FLR": "1",
+                           "NAM": "Praxis Dr. Muster", "PC": "07570"})  # fmt: skip
+    card = routed_card(CallFacts("jena", "jena-4.1", "+4915112345678", now=NOW, civic=civic), places)
+    (shown,) = card["locations"]
+    assert (shown["source"], shown["district"], shown["centre_name"]) == ("civic", "Greiz", "ZLS Gera")
+    assert "lat" not in shown
+    assert shown["address"] == [["Name", "Praxis Dr. Muster"], ["Straße", "Markt"], ["Hausnummer", "3b"],
+                                ["Etage", "1"], ["Ort", "07570 Weida"], ["Land", "DE"]]  # fmt: skip
+
+
+def test_an_address_beside_the_position_that_routed_is_shown_too(places: Places) -> None:
+    civic = civic_address({"A3": "Erfurt", "RD": "Anger"})  # outside the Verbund: not routed by, but shown
+    position = parse_location_info('shape="Circle",crs="2d",pos="50.9279 11.5891",radius="20"', "GPS")
+    card = routed_card(CallFacts("jena", "jena-4.2", "+4915112345678", position, now=NOW, civic=civic), places)
+    assert [(shown["source"], shown.get("address")) for shown in card["locations"]] == [
+        ("pidf", None), ("civic", [["Straße", "Anger"], ["Ort", "Erfurt"]]),
+    ]  # fmt: skip

@@ -31,7 +31,7 @@ def rules() -> Rules:
 def with_changes(rules: Rules, **spec_changes) -> Rules:
     spec = rules.spec.model_copy(update=spec_changes)
     cells = spec_changes.get("cells", rules.cells)
-    return Rules(spec, rules.index, rules.area_codes, cells, rules.source, rules.digest)
+    return Rules(spec, rules.index, rules.area_codes, cells, rules.source, rules.digest, rules.municipalities)
 
 
 @pytest.mark.parametrize(

@@ -283,6 +283,25 @@ async def test_a_malformed_pidf_lo_location_still_routes(service: Service) -> No
     assert "WGS84" in routed.location_problem
 
 
+async def test_a_civic_address_from_asterisk_routes_by_its_gemeinde_and_is_kept_for_the_card(
+    service: Service,
+) -> None:
+    variables = {
+        "V112_CALL_ID": "jena-1.2", "V112_CALLER": "+4915112345678", "V112_GEO_HEADER_LEN": "30",
+        "V112_GEO_LOCATION": 'lang="de",country="DE",A1="Thüringen",A3="Ronneburg",RD="Markt",HNO="1",PC="07580"',
+    }  # fmt: skip
+    with service.hub.subscribe() as events:
+        await asyncio.wait_for(asterisk_side(service.fastagi.port, variables=variables), 5)
+        routed = await asyncio.wait_for(events.get(), 5)
+    assert routed.position is None and routed.location_problem == ""
+    assert routed.decision.location is not None
+    assert (routed.decision.location.source, routed.decision.location.district) == ("civic", "Greiz")
+    assert "ZLS gera" in routed.decision.reason  # answered here: the partner does not report in this test
+    assert routed.record is not None and routed.record.address == {
+        "country": "DE", "A1": "Thüringen", "A3": "Ronneburg", "RD": "Markt", "HNO": "1", "PC": "07580",
+    }  # fmt: skip
+
+
 @pytest.fixture
 def rules_with_20ms_budget(tmp_path: Path) -> Path:
     rules_dir = tmp_path / "rules"

@@ -106,7 +106,7 @@ def test_3d_location_info_as_asterisk_writes_it(text: str, expected: Position | 
     ("text", "reason"),
     [
         ('shape="Point",crs="3d",pos="50.9272 11.5864"', "'lat lon altitude'"),  # the altitude missing
-        ('shape="Point",crs="2d",pos="50.9272 11.5864 231.5"', "'lat lon'"),  # 3 numbers for 2-D
+        ('shape="Point",crs="2d",pos="50.9272 11.5864 231.5 7 1"', "'lat lon'"),  # 5 numbers for 2-D
         ('shape="Point",crs="3d",pos="50.9272 11.5864 99999"', "altitude"),
         ('shape="Point",crs="3d",pos="50.9272 11.5864 nan"', "altitude"),
         ('shape="Sphere",crs="2d",pos="50.9272 11.5864",radius="20"', "crs"),

@@ -162,7 +162,7 @@ def test_3d_polygon_routes_by_its_vertices_and_keeps_their_mean_altitude() -> No
         (b"", "empty"),
         ("<html/>", "no pidf:presence"),
         (CIRCLE.replace("gp:location-info", "gp:elsewhere"), "no location-info"),
-        (tuple_pidf(CIVIC_ONLY), "no supported shape"),
+        (tuple_pidf(CIVIC_ONLY), "no shape, only a civic address"),  # parse_pidf: a position or nothing
         (CIRCLE.replace("</presence>", "<!--" + "x" * 65536 + "--></presence>"), "larger than"),
     ],
 )

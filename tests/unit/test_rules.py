@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -36,6 +37,26 @@ def test_the_shipped_rules_load(rules_dir: Path) -> None:
     assert rules.centre_of("16076") == "gera"
     assert rules.area_codes["0365"] == "16052"
     assert len(rules.digest) == 64
+    assert len(rules.municipalities) == 253
+    assert rules.municipalities_named("Ronneburg") == ["16076061"]
+    assert rules.municipalities_named("berga (elster)") == rules.municipalities_named("Berga/Elster") != []
+    assert len(rules.municipalities_named("Lehesten")) == 2  # one in Saalfeld-Rudolstadt, one in the Holzland
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ('"16076061": "Ronneburg"', '"1607606": "Ronneburg"', "municipalities.1607606"),
+        ('"16076061": "Ronneburg"', '"16076061": ""', "municipalities.16076061"),
+        ('"16076061": "Ronneburg"', '"19999061": "Ronneburg"', "19999061 (Ronneburg) lies in district 19999"),
+    ],
+)
+def test_a_broken_municipality_table_is_refused_with_the_entry(
+    rules_dir: Path, old: str, new: str, expected: str
+) -> None:
+    edit(rules_dir, old, new, "municipalities.yaml")
+    with pytest.raises(RulesError, match=re.escape(expected)):
+        load_rules(rules_dir / "verbund112.yaml")
 
 
 @pytest.mark.parametrize(
@@ -46,11 +67,11 @@ def test_the_shipped_rules_load(rules_dir: Path) -> None:
         ("certain_share: 0.9", "certain_share: 2", "areas.certain_share"),
         ("aml_max_age_s: 600", "aml_max_age_s: 7200", "aml_max_age_s"),
         (
-            "source_priority: [pidf, aml, cell, area_code, trunk]",
+            "source_priority: [pidf, aml, civic, cell, area_code, trunk]",
             "source_priority: [pidf, gps, trunk]",
             "source_priority.1",
         ),
-        ("source_priority: [pidf, aml, cell, area_code, trunk]", "source_priority: [pidf]", "trunk"),
+        ("source_priority: [pidf, aml, civic, cell, area_code, trunk]", "source_priority: [pidf]", "trunk"),
         ("  jena: {queue: 112-jena}", '  jena: {queue: "112 jena"}', "sites.jena.queue"),
         ("version: 1", "version: 2", "version"),
         (

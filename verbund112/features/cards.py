@@ -5,7 +5,8 @@ in, with the district lookup of the rules in force (routing.decision.Places).
 Location is supplemental data: every location carries its source, radius,
 age, district and responsible centre (and its altitude in metres, None where
 the source gave none), and the dispatcher takes it over into the incident with
-a click.
+a click. A civic address (source "civic") carries its lines with German labels
+instead of a position.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from routing.decision import Place, Places
+from routing.location import CivicAddress
 
 REPEAT_WINDOW_S = 30 * 60
 
@@ -68,7 +70,22 @@ def location_from_record(
     if position:
         location |= {"lat": position["lat"], "lon": position["lon"], "radius_m": position["radius_m"],
                      "method": position.get("method", ""), "altitude_m": position.get("altitude_m")}  # fmt: skip
+    if used["source"] == "civic":
+        location["address"] = address_lines(record.get("address"))
     return location
+
+
+def address_lines(elements: dict[str, str] | None) -> list[list[str]]:
+    """A civic address as [German label, value] pairs (routing.location.CivicAddress.lines)."""
+    if not elements:
+        return []
+    return [[label, value] for label, value in CivicAddress(tuple(elements.items())).lines()]
+
+
+def location_from_address(record: dict[str, Any], routed_at: float, now: float) -> dict[str, Any]:
+    """The civic address of a call whose routing used another source: shown, without a district."""
+    return _where(None) | {"source": "civic", "address": address_lines(record.get("address")),
+                           "age_s": max(0.0, now - routed_at)}  # fmt: skip
 
 
 def build_card(
@@ -90,9 +107,12 @@ def build_card(
     if aml_trail:
         locations.append(location_from_aml(aml_trail[0], now, places))
     if record is not None:
-        routed = location_from_record(record, float(record.get("routed_at", now)), now, places)
+        routed_at = float(record.get("routed_at", now))
+        routed = location_from_record(record, routed_at, now, places)
         if routed is not None and not (routed["source"] == "aml" and aml_trail):
             locations.append(routed)
+        if record.get("address") and (routed is None or routed["source"] != "civic"):
+            locations.append(location_from_address(record, routed_at, now))
     return {
         "type": "card",
         "call_id": call_id,

@@ -23,7 +23,7 @@ import structlog
 from pydantic import ValidationError
 
 from routing.decision import AmlFix, CallFacts, Decision, Route, SiteStates, decide
-from routing.location import LocationError, Position, parse_access_network_info, parse_location_info
+from routing.location import LocationError, Position, parse_access_network_info, parse_location_profile
 from routing.numbers import NumberError, to_e164
 from routing.rules import Rules
 from telephony import dialplan
@@ -134,15 +134,17 @@ class RoutingService:
     ) -> tuple[CallFacts, Position | None, str]:
         """Everything known about the call's location, each source read defensively."""
         caller = channel[dialplan.CALLER]
-        position, problem = None, ""
+        position, civic, problem = None, None, ""
         if channel[dialplan.GEO_HEADER_LEN] not in ("", "0"):
             info = await session.get_variable(dialplan.GEO_LOCATION) or ""
             try:
-                position = parse_location_info(info, channel[dialplan.GEO_METHOD])
+                located = parse_location_profile(info, channel[dialplan.GEO_METHOD])
             except LocationError as exc:
                 problem = str(exc)  # says why, never quotes the position (routing.location)
                 log.warning("PIDF-LO location of the call ignored: %s", problem)
                 log.debug("the PIDF-LO location_info was %r", info)
+            else:
+                position, civic = (located, None) if isinstance(located, Position) else (None, located)
         cell_id = None
         if pani := channel[dialplan.PANI]:
             try:
@@ -158,10 +160,12 @@ class RoutingService:
                 pass  # the decision notes the unusable number
             except StoreError as exc:
                 log.warning("AML store not read for this call: %s", exc)
-        facts = CallFacts(self.site, call_id, caller, position, problem, aml, cell_id, now)
+        facts = CallFacts(self.site, call_id, caller, position, problem, aml, cell_id, now, civic)
         if position is not None:
             # Positions are personal data: DEBUG only.
             log.debug("caller position %.5f %.5f r=%.0f m", position.lat, position.lon, position.radius_m)
+        if civic is not None:
+            log.debug("caller civic address %s", civic.lines())
         return facts, position, problem
 
     def _record(self, facts: CallFacts, decision: Decision) -> CallRecord | None:
@@ -201,4 +205,5 @@ def call_record(facts: CallFacts, decision: Decision) -> CallRecord:
         call_id=facts.call_id, routed_at=facts.now, entry_site=facts.site,
         caller=decision.caller_e164 or facts.caller_number, routed_to=decision.centre, route=decision.route.value,
         reason=decision.reason, certain=decision.certain, flags=list(decision.flags), location=location,
+        address=None if facts.civic is None else dict(facts.civic.elements),
     )  # fmt: skip

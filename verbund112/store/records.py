@@ -93,6 +93,8 @@ class CallRecord(Record):
     certain: bool = False
     flags: Annotated[list[Text], Field(max_length=64)] = []
     location: RoutedLocation | None = None
+    # the civic address of the PIDF-LO (RFC code -> value, routing.location.CivicAddress), for the card
+    address: Annotated[dict[Annotated[str, StringConstraints(max_length=16)], Text], Field(max_length=32)] | None = None
 
 
 class AnsweredMark(Record):
