@@ -72,7 +72,8 @@ def ensure_base_image() -> float:
                 remove_tree(root / cache)
             env = {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)}
             # the with block closes tar's pipe (an open one fails the tests with a ResourceWarning)
-            with subprocess.Popen(["tar", "--numeric-owner", "-C", str(root), "-c", "."], stdout=subprocess.PIPE) as tar:
+            packing = ["tar", "--numeric-owner", "-C", str(root), "-c", "."]
+            with subprocess.Popen(packing, stdout=subprocess.PIPE) as tar:
                 imported = subprocess.run(["podman", "import", "-", BASE_IMAGE], stdin=tar.stdout, capture_output=True,
                                           text=True, timeout=300, env=env, check=False)  # fmt: skip
                 tar.wait(timeout=60)
