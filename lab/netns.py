@@ -6,7 +6,7 @@ module builds that with ``ip netns`` and veth pairs (root only):
 
     root namespace: the test, the carrier's sipp, the witness sentinel (all on OUTSIDE)
        |  veth <tag>jr/<tag>jo            |  veth <tag>gr/<tag>go
-    <tag>-jena  ---- veth <tag>jx/<tag>gx ----  <tag>-gera
+    v112-<instance>-jena -- veth <tag>jx/<tag>gx -- v112-<instance>-gera
       site address 10.112.B+1.1             site address 10.112.B+2.1
 
 Each site namespace holds its Asterisk, service, Redis node, sentinel and desks, all on the
@@ -21,6 +21,8 @@ The cut drops every packet arriving on the inter-site link at both ends (iptable
 namespaces): a cut WAN is silence, not resets, and the link's routes stay. Everything is named
 after the lab instance (a tag of 6 hex digits), so parallel labs do not collide; ``remove()`` is
 idempotent and run before building, and deleting a namespace takes its veths and rules with it.
+A run killed before it could clean up leaves its namespaces; the next build sweeps those of
+instances whose process is gone (a drill's instance ends with its pid).
 """
 
 from __future__ import annotations
@@ -30,11 +32,13 @@ import hashlib
 import socket
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 from lab.processes import LabError
 
 SITES = ("jena", "gera")
 _BASE = "10.112"  # a private range; the blocks of parallel labs differ by the instance's tag
+PREFIX = "v112-"  # of the namespaces' names: v112-<instance>-<site>
 
 
 def _ip(*args: str, netns: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -62,7 +66,7 @@ class SplitSites:
         return 16 * (int(self.tag[1:], 16) % 15)  # 0, 16, ... 224: four /24 of each block are used
 
     def netns(self, site: str) -> str:
-        return f"{self.tag}-{site}"
+        return f"{PREFIX}{self.instance}-{site}"
 
     def address(self, site: str) -> str:
         """The site's address: every server of the site listens on it."""
@@ -84,6 +88,7 @@ class SplitSites:
         return f"{self.tag}{site[0]}{end}"  # r: in the site, o: in the root namespace, x: inter-site
 
     def build(self) -> None:
+        sweep()
         self.remove()
         try:
             self._build()
@@ -168,3 +173,17 @@ class SplitSites:
         with contextlib.suppress(OSError), socket.create_connection((self.address(site), port), timeout=1.0):
             return True
         return False
+
+
+def sweep() -> list[str]:
+    """Remove the namespaces left by lab instances whose process is gone (named ...-<pid>-<site>)."""
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False, timeout=10)
+    removed = []
+    for line in listed.stdout.splitlines():
+        name = line.split()[0] if line.split() else ""
+        instance, _, site = name.removeprefix(PREFIX).rpartition("-")
+        pid = instance.rpartition("-")[2]
+        if name.startswith(PREFIX) and site in SITES and pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            SplitSites(instance).remove()
+            removed.append(name)
+    return removed
