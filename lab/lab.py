@@ -6,7 +6,8 @@ so the tests run exactly what a newcomer sees. Everything listens on
 127.0.0.2 (Linux routes all of 127/8 to loopback), which is the address the
 carrier endpoint of each site is matched by. The inter-site trunk is TLS on an
 address of each site's own (INTERSITE_ADDRESSES), with certificates of a
-throwaway Verbund CA made at each start (lab/pki.py).
+throwaway Verbund CA made at each start (lab/pki.py). Drill 6 moves each site into a network
+namespace of its own instead (Layout, lab/netns.py).
 """
 
 from __future__ import annotations
