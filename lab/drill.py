@@ -49,8 +49,9 @@ from typing import Any
 import aiohttp
 import prometheus_client as prom
 
-from lab import lab, overload
-from lab.processes import LOOPBACK, AsteriskSite, LabError, free_rtp_base, release_rtp_base, stop_process
+from lab import lab, netns, overload
+from lab.processes import AsteriskSite, LabError, Place, free_rtp_base, release_rtp_base, stop_process
+from telephony import dialplan
 from verbund112.store import RedisSettings, Store
 
 SEATS_PER_SITE = 40  # answering desks per site (each one call at a time): 4 calls/s at TALK_MS
@@ -62,6 +63,9 @@ ABANDON_AFTER_MS = 300  # of ringing; the desks answer after 1000
 FAULT_AT, HEAL_AT = 1 / 3, 2 / 3  # of the burst
 CALLER_MEDIA_SLOTS = 100  # callers up at once, at most
 MAX_ATTEMPTS = 3  # a caller whose call went dead redials at most twice
+TRUNK_WAIT_S = 10.0  # drill 6: how long the cut waits for a call ringing over the trunk
+MIN_CUT_S = 6.0  # drill 6: the link stays cut at least this long (the services see the split within about 2 s)
+SPLIT_JENA_SEATS = 6  # drill 6: fewer than the burst needs at 2 calls/s and TALK_MS, so the overflow moves calls
 SETTLE_S = 20.0  # after the last call: how long cards, callback entries and AML may take to show
 # a position in each site's district: a call into the other site with it is routed to this one
 POSITIONS = {"jena": (50.9279, 11.5891), "gera": (50.8806, 12.0824)}
@@ -149,7 +153,7 @@ def plan_calls(load: Load, drill_number: int) -> list[tuple[float, Call]]:
 class Screens:
     """One WebSocket per answering seat and site, collecting the cards; reconnects like the page."""
 
-    def __init__(self, verbund: lab.Verbund, seats: list[str]) -> None:
+    def __init__(self, verbund: lab.Verbund, seats: dict[str, list[str]]) -> None:
         self.verbund = verbund
         self.seats = seats
         self.cards: list[dict[str, Any]] = []
@@ -157,11 +161,12 @@ class Screens:
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self, client: aiohttp.ClientSession) -> None:
-        for site, seat in itertools.product(lab.SITES, self.seats):
-            self._tasks.append(asyncio.create_task(self._follow(client, site, seat)))
+        for site in lab.SITES:
+            for seat in self.seats[site]:
+                self._tasks.append(asyncio.create_task(self._follow(client, site, seat)))
 
     async def _follow(self, client: aiohttp.ClientSession, site: str, seat: str) -> None:
-        url = f"http://{LOOPBACK}:{self.verbund.ports[site].web}/ws/v1/dispatchers/{seat}"
+        url = f"http://{self.verbund.host(site)}:{self.verbund.ports[site].web}/ws/v1/dispatchers/{seat}"
         headers = {"Authorization": f"Bearer {self.verbund.desk_tokens[seat]}"}
         while True:
             try:
@@ -188,29 +193,47 @@ class Screens:
 class DrillLab:
     """A lab Verbund with both services supervised, answering desks, screens and the carrier."""
 
-    def __init__(self, verbund: lab.Verbund, work: Path, log: Callable[[str], None]) -> None:
+    def __init__(
+        self, verbund: lab.Verbund, work: Path, log: Callable[[str], None], split: netns.SplitSites | None = None
+    ) -> None:
         self.verbund = verbund
         self.work = work
         self.log = log
+        self.split = split  # drill 6: the sites' namespaces and the link between them
         self.services: dict[str, lab.SupervisedService] = {}
         self.desks: dict[str, subprocess.Popen[bytes]] = {}
         self.desk_media: list[int] = []  # the desks' RTP ranges, given back when they stop
-        self.screens = Screens(verbund, [f"bench-d{i}" for i in range(1, SEATS_PER_SITE + 1)])
+        seats = {
+            site: [f"bench-d{i}" for i in range(1, verbund.site(site).values.bench_desks + 1)] for site in lab.SITES
+        }
+        self.screens = Screens(verbund, seats)
         self.unreachable: set[str] = set()  # sites the carrier no longer reaches
         self.up: dict[str, dict[asyncio.subprocess.Process, Attempt]] = {site: {} for site in lab.SITES}
         self.client: aiohttp.ClientSession | None = None
         self.before: dict[str, Any] = {}  # what a fault noted for its recovery check
+        self.watcher: asyncio.Task[None] | None = None  # a fault's observer, stopped by its heal
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def started(cls, name: str, log: Callable[[str], None]) -> AsyncIterator[DrillLab]:
-        verbund = await asyncio.to_thread(
-            lab.start_verbund, f"drill-{name}-{os.getpid()}", log=log, bench=True,
-            bench_desks=dict.fromkeys(lab.SITES, SEATS_PER_SITE),
-        )  # fmt: skip
+    async def started(cls, drill: Drill, log: Callable[[str], None]) -> AsyncIterator[DrillLab]:
+        instance = f"drill-{drill.name}-{os.getpid()}"
+        split = netns.SplitSites(instance) if drill.split_sites else None
+        layout = None
+        if split is not None:
+            await asyncio.to_thread(split.build)  # removes what a failed run of this instance left first
+            layout = lab.split_layout(split)
+        try:
+            verbund = await asyncio.to_thread(
+                lab.start_verbund, instance, log=log, bench=True, layout=layout,
+                bench_desks={site: drill.seats.get(site, SEATS_PER_SITE) for site in lab.SITES},
+            )  # fmt: skip
+        except BaseException:
+            if split is not None:
+                await asyncio.to_thread(split.remove)
+            raise
         work = lab.lab_dir() / verbund.instance
         work.mkdir(parents=True, exist_ok=True)
-        drill_lab = cls(verbund, work, log)
+        drill_lab = cls(verbund, work, log, split)
         try:
             async with aiohttp.ClientSession(timeout=HTTP) as client:
                 drill_lab.client = client
@@ -233,7 +256,11 @@ class DrillLab:
                     process.wait(timeout=5)
             for media in drill_lab.desk_media:  # a full run's later drills (overload: 4000 in a row) need them
                 release_rtp_base(media)
-            await asyncio.to_thread(verbund.stop)
+            try:
+                await asyncio.to_thread(verbund.stop)
+            finally:
+                if split is not None:
+                    await asyncio.to_thread(split.remove)
 
     # -- parts a drill can break and mend --
 
@@ -296,7 +323,9 @@ class DrillLab:
         redis = self.verbund.redis
         master = redis.master_node()
         start = redis.sentinels[name].start
-        await asyncio.to_thread(start, master.port, redis.password, redis.down_after_ms, redis.failover_timeout_ms)
+        await asyncio.to_thread(
+            start, master.port, redis.password, redis.down_after_ms, redis.failover_timeout_ms, master.place.host
+        )
 
     async def time_failover(self, killed: str) -> None:
         """Waits until the sentinels name a new, live master; notes how long that took from now (the kill)."""
@@ -323,7 +352,7 @@ class DrillLab:
 
     async def status(self, site: str) -> dict[str, Any] | None:
         assert self.client is not None
-        url = f"http://{LOOPBACK}:{self.verbund.ports[site].web}/api/v1/status"
+        url = f"http://{self.verbund.host(site)}:{self.verbund.ports[site].web}/api/v1/status"
         try:
             async with self.client.get(url, headers={"Authorization": f"Bearer {self.verbund.read_token}"}) as answer:
                 return dict(await answer.json()) if answer.status == 200 else None
@@ -337,7 +366,7 @@ class DrillLab:
 
     async def ready(self) -> bool:
         served = all([await self.serving(site) for site in lab.SITES])
-        return served and len(self.screens.connected) == len(lab.SITES) * len(self.screens.seats)
+        return served and len(self.screens.connected) == sum(len(seats) for seats in self.screens.seats.values())
 
     async def wait_for(self, check: Callable[[], Awaitable[bool]], within: float, what: str) -> float:
         """Poll until check() holds; returns the seconds it took."""
@@ -350,15 +379,18 @@ class DrillLab:
 
 
 def drill_desk(site: AsteriskSite, work: Path, media: int) -> subprocess.Popen[bytes]:
-    """The site's answering desks: one sipp UAS behind every bench-dN queue member."""
+    """The site's answering desks: one sipp UAS behind every bench-dN queue member (in the site's namespace)."""
     assert site.values.bench_desk_uri is not None
     port = site.values.bench_desk_uri.rsplit(":", 1)[1]
     args = [
         "sipp", "-sf", str(lab.SIPP_DIR / "drill_desk.xml"), "-i", lab.BENCH_DESK_ADDRESS, "-p", port,
-        "-nostdin", "-nd", "-mp", str(media), f"{LOOPBACK}:{site.values.sip_port}",
+        "-nostdin", "-nd", "-mp", str(media), f"{site.values.sip_bind_address}:{site.values.sip_port}",
     ]  # fmt: skip
     with (work / f"{site.values.name}-drill-desk.log").open("wb") as log_file:
-        return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log_file, cwd=work, start_new_session=True)
+        return subprocess.Popen(
+            Place(netns=site.netns).command(args), stdout=subprocess.DEVNULL, stderr=log_file, cwd=work,
+            start_new_session=True,
+        )  # fmt: skip
 
 
 # -- the load --------------------------------------------------------------------------------
@@ -408,9 +440,10 @@ class Burst:
         folder.mkdir(parents=True)
         media = self.media.popleft()
         args = [
-            "sipp", f"{LOOPBACK}:{self.lab.verbund.site(site).values.sip_port}",
-            "-sf", str(lab.SIPP_DIR / scenario[call.kind]), "-i", lab.CARRIER_ADDRESS,
-            "-p", str(lab._free_carrier_port()), "-m", "1", "-key", "caller", call.number, "-key", "uui", "00",
+            "sipp", f"{self.lab.verbund.host(site)}:{self.lab.verbund.site(site).values.sip_port}",
+            "-sf", str(lab.SIPP_DIR / scenario[call.kind]), "-i", self.lab.verbund.layout.carrier,
+            "-p", str(lab._free_carrier_port(self.lab.verbund.layout.carrier)), "-m", "1",
+            "-key", "caller", call.number, "-key", "uui", "00",
             "-d", str(ABANDON_AFTER_MS if call.kind == "abandon" else TALK_MS),
             "-timeout", "90s", "-timeout_error", "-nostdin", "-nd", "-mp", str(media),
             "-trace_rtt", "-rtt_freq", "1",  # a line in *_rtt.csv: the 200 OK came (rtd on that recv)
@@ -444,7 +477,7 @@ class Burst:
             form = {"location_latitude": str(call.aml.lat), "location_longitude": str(call.aml.lon),
                     "location_accuracy": "15", "location_source": "gps", "time": now_ms, "location_time": now_ms,
                     "device_number": call.number}  # fmt: skip
-            url = f"http://{LOOPBACK}:{self.lab.verbund.ports[site].web}/aml/v1/https"
+            url = f"http://{self.lab.verbund.host(site)}:{self.lab.verbund.ports[site].web}/aml/v1/https"
             call.aml.site = site
             with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
                 headers = {"Authorization": f"Bearer {self.lab.verbund.aml_token}"}
@@ -576,6 +609,11 @@ class Drill:
     fault: Callable[[DrillLab], Awaitable[None]]
     heal: Callable[[DrillLab], Awaitable[None]] | None  # None: the Verbund heals this fault itself
     recovered: Callable[[DrillLab], Awaitable[bool]]  # polled after the heal (after the fault, if heal is None)
+    split_sites: bool = False  # each site in a network namespace of its own (lab/netns.py)
+    seats: dict[str, int] = field(default_factory=dict)  # answering desks per site, if not SEATS_PER_SITE
+    sizes: dict[str, Load] = field(default_factory=lambda: dict(SIZES))
+    # after the accounting: what this drill checks besides (notes in result.observed, misses in result.misses)
+    check: Callable[[DrillLab, Store, Burst, Result], Awaitable[None]] | None = None
 
 
 async def _nothing(_: DrillLab) -> None:
@@ -669,6 +707,133 @@ async def _bring_back_gera(drill_lab: DrillLab) -> None:
     drill_lab.carrier_reaches("gera")
 
 
+def trunk_calls(site: AsteriskSite) -> dict[str, str]:
+    """The site's channels on the inter-site trunk now: channel -> "<direction> <state>" (out: a call this
+    site handed to the partner, Dial's outgoing leg; in: one the partner handed here)."""
+    calls = {}
+    for line in site.cli("core show channels concise").splitlines():
+        fields = line.split("!")  # channel, context, exten, priority, state, application, ...
+        if len(fields) > 5 and fields[0].startswith(dialplan.INTERSITE_CHANNEL_PREFIX):
+            calls[fields[0]] = f"{'out' if fields[5] == 'AppDial' else 'in'} {fields[4]}"
+    return calls
+
+
+def trunk_callers(site: AsteriskSite, channels: dict[str, str]) -> dict[str, str]:
+    """The caller number of each trunk channel (an outgoing leg's caller is its connected line)."""
+    callers = {}
+    for channel, what in channels.items():
+        lines = site.cli(f"core show channel {channel}").splitlines()
+        shown = {key.strip(): value.strip() for key, _, value in (line.partition(": ") for line in lines)}
+        caller = shown.get("Connected Line ID" if what.startswith("out") else "Caller ID", "?")
+        callers[caller] = what
+    return callers
+
+
+async def _cut_link(drill_lab: DrillLab) -> None:
+    """The inter-site link goes silent at the worst moment: when a call Jena handed over rings at a
+    Gera desk (its 200 OK then cannot cross), or after TRUNK_WAIT_S without one. Waits (at most 30 s)
+    until both sites show the split to their supervisors (partner not reporting); a watcher notes the
+    Redis roles all through the cut."""
+    split = drill_lab.split
+    assert split is not None
+    redis = drill_lab.verbund.redis
+    drill_lab.before["master_before"] = redis.master()
+    jena = drill_lab.verbund.site("jena")
+    deadline = time.monotonic() + TRUNK_WAIT_S
+    on_trunk = await asyncio.to_thread(trunk_calls, jena)
+    while "out Ringing" not in on_trunk.values() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        on_trunk = await asyncio.to_thread(trunk_calls, jena)
+    split.cut()
+    drill_lab.before["cut_at"] = cut_at = time.monotonic()
+    drill_lab.before["on_trunk_at_cut"] = await asyncio.to_thread(trunk_callers, jena, on_trunk)
+    drill_lab.before["link_silent"] = not await asyncio.to_thread(
+        split.reaches, "gera", redis.nodes["jena"].place.host, redis.nodes["jena"].port
+    )
+    drill_lab.watcher = asyncio.create_task(_watch_redis(drill_lab))
+
+    async def split_shown() -> bool:
+        statuses = [await drill_lab.status(site) for site in lab.SITES]
+        return all(status is not None and not status["partner"]["reporting"] for status in statuses)
+
+    await drill_lab.wait_for(split_shown, 30, "both sites show the partner gone")
+    drill_lab.before["split_shown_s"] = round(time.monotonic() - cut_at, 1)
+    drill_lab.log(f"  link cut: both sites show the partner gone after {drill_lab.before['split_shown_s']} s")
+
+
+async def _watch_redis(drill_lab: DrillLab) -> None:
+    """Every half second while the link is cut: which nodes call themselves master (a split brain would
+    show two), and the roles the sentinels and the nodes report (asked from the root namespace, which
+    reaches both sites)."""
+    redis = drill_lab.verbund.redis
+    seen: dict[str, set[str]] = {"masters_at_once": set(), "sentinels_name": set(), "gera_node": set()}
+    drill_lab.before["redis_during_cut"] = seen
+    while True:
+        roles = await asyncio.to_thread(lambda: {name: node.role() for name, node in redis.nodes.items()})
+        seen["masters_at_once"].add(str(sum(role == "master" for role in roles.values())))
+        seen["gera_node"].add(roles["gera"])
+        seen["sentinels_name"].add(str(await asyncio.to_thread(redis.master)))
+        await asyncio.sleep(0.5)
+
+
+async def _mend_link(drill_lab: DrillLab) -> None:
+    """Notes what each site shows at the end of the cut (partner_up, its store), then mends the link
+    (not before it was cut for MIN_CUT_S, however long the cut waited for a call on the trunk)."""
+    assert drill_lab.split is not None
+    await asyncio.sleep(max(0.0, drill_lab.before["cut_at"] + MIN_CUT_S - time.monotonic()))
+    for site in lab.SITES:
+        status = await drill_lab.status(site)
+        up = await asyncio.to_thread(drill_lab.verbund.metric_samples, site, "verbund112_partner_up")
+        drill_lab.before[f"{site}_at_cut"] = {
+            "partner_up": up[0].value if up else None,
+            "partner_reporting": status["partner"]["reporting"] if status else None,
+            "store_degraded": status["redis"]["degraded"] if status else None,
+        }
+    if drill_lab.watcher is not None:
+        drill_lab.watcher.cancel()
+        await asyncio.gather(drill_lab.watcher, return_exceptions=True)
+    drill_lab.before["redis_during_cut"] = {k: sorted(v) for k, v in drill_lab.before["redis_during_cut"].items()}
+    drill_lab.split.mend()
+    drill_lab.log(f"  link mended; during the cut: {drill_lab.before['redis_during_cut']}")
+
+
+async def _rejoined(drill_lab: DrillLab) -> bool:
+    """Redis whole and both sites seeing each other again; notes how long the Verbund was split (from the cut)."""
+    whole = await _redis_whole(drill_lab)
+    if whole:
+        drill_lab.before.setdefault("split_s", round(time.monotonic() - drill_lab.before["cut_at"], 1))
+    return whole
+
+
+async def _moved_at_most_once(drill_lab: DrillLab, store: Store, burst: Burst, result: Result) -> None:
+    """The move ledger after the link came back: every call moved at most once, and answered at one site only.
+    The time the Verbund was split counts as degraded (both sites run, but neither sees the other)."""
+    result.observed.pop("cut_at", None)
+    result.degraded_s = max(result.degraded_s, result.observed.get("split_s", 0.0))
+    moves = await store.recent_moves(since=burst.started - 1)
+    per_call = collections.Counter(move.call_id for move in moves)
+    result.observed["aml_accepted_at"] = dict(
+        collections.Counter(call.aml.site for call in burst.calls if call.aml is not None and call.aml.accepted)
+    )
+    result.observed["moves"] = len(moves)
+    result.observed["move_outcomes"] = dict(collections.Counter(move.outcome for move in moves))
+    result.misses += [f"call {call_id} moved {n} times" for call_id, n in per_call.items() if n > 1]
+    sites_of: dict[str, set[str]] = collections.defaultdict(set)
+    for card in drill_lab.screens.cards:
+        sites_of[card["caller"]].add(card["answered_site"])
+    result.misses += [f"{caller}: cards at {sorted(sites)}" for caller, sites in sites_of.items() if len(sites) > 1]
+    # the calls that were on the trunk when it went silent: where each was answered in the end
+    calls = {call.number: call for call in burst.calls}
+    result.observed["on_trunk_at_cut"] = {
+        caller: f"{state} at the cut; " + (
+            f"answered, card at {'+'.join(sorted(sites_of[caller]))}" if caller in calls and calls[caller].answered
+            else "abandoned" if caller in calls and calls[caller].kind == "abandon" else "not answered"
+        )
+        for caller, state in drill_lab.before.get("on_trunk_at_cut", {}).items()
+    }  # fmt: skip
+    result.lost = len(result.misses)
+
+
 DRILLS = [
     Drill("baseline", "no fault: proves the accounting", _nothing, None, _both_serving),
     Drill(
@@ -696,6 +861,19 @@ DRILLS = [
         _bring_back_gera,
         _redis_whole,
     ),
+    Drill(
+        "6-link-cut",
+        "the inter-site link goes silent while both sites live (each in a network namespace of its own)",
+        _cut_link,
+        _mend_link,
+        _rejoined,
+        split_sites=True,
+        # Jena short of desks: callers wait there and are moved to Gera, also when the link goes
+        seats={"jena": SPLIT_JENA_SEATS},
+        # the CI burst is longer than the others': moves are under way when the link goes
+        sizes={**SIZES, "ci": Load(rate=2.0, seconds=20)},
+        check=_moved_at_most_once,
+    ),
 ]
 
 
@@ -703,7 +881,7 @@ async def run_drill(drill: Drill, load: Load, log: Callable[[str], None] = print
     number = DRILLS.index(drill) + 1 if drill in DRILLS else 99
     log(f"drill {drill.name}: {drill.what}; {load.calls_per_site} calls per site at {load.rate:g}/s")
     began = time.monotonic()
-    async with DrillLab.started(drill.name, log) as drill_lab:
+    async with DrillLab.started(drill, log) as drill_lab:
         # the store as the services reach it (a plain Redis or through the sentinels)
         redis = RedisSettings(**drill_lab.verbund.service_settings("jena")["redis"] | {"timeout": 2.0})
         store = Store(redis, prom.CollectorRegistry())
@@ -726,7 +904,11 @@ async def run_drill(drill: Drill, load: Load, log: Callable[[str], None] = print
             # without a Redis master the services are degraded (no store) even where no call shows it
             result.degraded_s = max(result.degraded_s, drill_lab.before.get("failover_s", 0.0))
             result.pop_gap_s = pop_gap(drill_lab.screens.cards, fault_at, burst.calls)
+            if drill.check is not None:
+                await drill.check(drill_lab, store, burst, result)
         finally:
+            if drill_lab.watcher is not None:
+                drill_lab.watcher.cancel()
             running.cancel()  # the calls still up when the drill failed or was stopped: their sipp is killed
             await asyncio.gather(running, return_exceptions=True)
             burst.close()
@@ -734,6 +916,8 @@ async def run_drill(drill: Drill, load: Load, log: Callable[[str], None] = print
     log(f"  {_row(result)} (drill took {time.monotonic() - began:.0f} s)")
     for line in [*result.misses, *result.notes]:
         log(f"    {line}")
+    if result.observed:
+        log(f"    observed: {result.observed}")
     return result
 
 
@@ -836,10 +1020,10 @@ def overload_result(measured: overload.DrillResult) -> Result:
     return result
 
 
-async def _run_all(drills: list[Drill], load: Load, size: str, with_overload: bool) -> list[Result]:
+async def _run_all(drills: list[Drill], size: str, with_overload: bool) -> list[Result]:
     # SIGTERM (a timeout, scripts/down) cancels the drill, so that its lab is stopped and cleaned up
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)  # type: ignore[union-attr]
-    results = [await run_drill(drill, load) for drill in drills]
+    results = [await run_drill(drill, drill.sizes[size]) for drill in drills]
     return results + ([await run_overload(size)] if with_overload else [])
 
 
@@ -851,7 +1035,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     chosen = [drill for drill in DRILLS if not args.only or drill.name in args.only]
     with_overload = not args.only or bool(set(OVERLOAD_NAMES) & set(args.only))
-    results = asyncio.run(_run_all(chosen, SIZES[args.size], args.size, with_overload))
+    results = asyncio.run(_run_all(chosen, args.size, with_overload))
     print(table(results))
     return 0 if all(result.lost == 0 and not result.misses for result in results) else 1
 

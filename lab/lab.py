@@ -6,7 +6,8 @@ so the tests run exactly what a newcomer sees. Everything listens on
 127.0.0.2 (Linux routes all of 127/8 to loopback), which is the address the
 carrier endpoint of each site is matched by. The inter-site trunk is TLS on an
 address of each site's own (INTERSITE_ADDRESSES), with certificates of a
-throwaway Verbund CA made at each start (lab/pki.py).
+throwaway Verbund CA made at each start (lab/pki.py). Drill 6 moves each site into a network
+namespace of its own instead (Layout, lab/netns.py).
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from lab import pki, rootfs
+from lab import netns, pki, rootfs
 from lab.processes import (
     LOOPBACK,
     AsteriskSite,
     LabError,
+    Place,
     RedisSentinelSet,
     free_rtp_base,
     free_tcp_port,
@@ -56,6 +58,38 @@ BENCH_DESK_ADDRESS = "127.0.0.3"  # the benchmark's answering peer
 # recognised by its address without taking the desks' (127.0.0.1) with it.
 INTERSITE_ADDRESSES = {"jena": "127.0.0.4", "gera": "127.0.0.5"}
 SIPP_DIR = Path(__file__).resolve().parent / "sipp"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each site's servers listen and run, and where the witness sentinel and the carrier are.
+
+    The default: everything on loopback in this namespace (INTERSITE_ADDRESSES for the trunk).
+    Drill 6 puts each site in a network namespace of its own (lab/netns.py, split_layout): a
+    site's Asterisk (SIP, AMI, FastAGI target, trunk), service (web, FastAGI), Redis node and
+    sentinel listen on the site's address and run in its namespace.
+    """
+
+    sites: dict[str, Place] = field(default_factory=lambda: {name: Place() for name in SITES})
+    witness: Place = field(default_factory=Place)
+    carrier: str = CARRIER_ADDRESS  # the address the carrier's calls come from
+
+    def host(self, site: str) -> str:
+        return self.sites[site].host
+
+    def intersite(self, site: str) -> str:
+        """The trunk's address: an own one on loopback (so the partner is told from the desks), else the site's."""
+        place = self.sites[site]
+        return INTERSITE_ADDRESSES[site] if place.netns is None else place.host
+
+    def redis_places(self) -> dict[str, Place]:
+        return {**self.sites, "witness": self.witness}
+
+
+def split_layout(split: netns.SplitSites) -> Layout:
+    """Each site in its own namespace on its own address; the witness and the carrier outside both."""
+    sites = {name: Place(split.address(name), split.netns(name)) for name in SITES}
+    return Layout(sites=sites, witness=Place(split.outside), carrier=split.outside)
 
 
 # Written into every lab folder: `lab purge` deletes only a folder that carries it.
@@ -135,27 +169,32 @@ class Verbund:
     desk_tokens: dict[str, str]  # dispatcher seat -> its screen-pop token
     rules_file: Path
     certificates: dict[str, pki.SiteCertificate] = field(default_factory=dict)  # the trunk's, per site
+    layout: Layout = field(default_factory=Layout)
 
     def site(self, name: str) -> AsteriskSite:
         return self.sites[name]
 
+    def host(self, name: str) -> str:
+        """The address a site's servers (SIP, web, AMI, FastAGI) listen on."""
+        return self.layout.host(name)
+
     def metric_samples(self, site: str, name: str) -> list[Sample]:
         """The samples of one metric (as exposed, e.g. "..._bucket") read from a site's /metrics."""
-        request = urllib.request.Request(
-            f"http://{LOOPBACK}:{self.ports[site].web}/metrics", headers={"Authorization": f"Bearer {self.read_token}"}
-        )
+        url = f"http://{self.host(site)}:{self.ports[site].web}/metrics"
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.read_token}"})
         with urllib.request.urlopen(request, timeout=5) as response:
             text = response.read().decode()
         return [s for family in text_string_to_metric_families(text) for s in family.samples if s.name == name]
 
     def service_settings(self, name: str) -> dict[str, Any]:
         """Settings of the service of one site (secrets included; keep out of files)."""
-        site = self.sites[name]
+        site, host = self.sites[name], self.host(name)
         return {
             "site": name,
             "partner": site.values.partner,
             "local_queue": site.values.queue,
             "ami": {
+                "host": host,
                 "port": site.values.ami_port,
                 "username": site.values.ami_username,
                 "secret": site.secrets.ami_secret,
@@ -164,14 +203,16 @@ class Verbund:
                 "reconnect_max": 1.0,
             },
             "rules_file": str(self.rules_file),
-            # Asterisk connects from the loopback address; the secret is the one in its verbund112.conf
+            # Asterisk connects from the site's address; the secret is the one in its verbund112.conf
             "fastagi": {
+                "host": host,
                 "port": self.ports[name].fastagi,
-                "allowed_peers": [LOOPBACK],
+                "allowed_peers": [host],
                 "secret": site.secrets.fastagi_secret,
             },
             "redis": self.redis_settings(),
             "web": {
+                "host": host,
                 "port": self.ports[name].web,
                 "tokens": {
                     self.web_token: {"role": "admin", "name": "lab-admin"},
@@ -234,6 +275,7 @@ def start_verbund(
     bench_desks: dict[str, int] | None = None,
     waits: dict[str, int] | None = None,
     rtp_ports: int = LAB_RTP_PORTS,
+    layout: Layout | None = None,
 ) -> Verbund:
     """Build (once) the root filesystem and start Redis and both Asterisk sites.
 
@@ -241,7 +283,9 @@ def start_verbund(
     call, or ``bench_desks[site]`` members of one call each).
     rtp_ports: the width of each site's RTP port range; every channel with media holds
     two ports (RTP and RTCP), a call answered by a desk two channels.
+    layout: where the sites' servers listen and run (default: all on loopback, in this namespace).
     """
+    layout = layout or Layout()
     directory = directory or lab_dir()
     directory.mkdir(parents=True, exist_ok=True)
     (directory / LAB_MARKER).touch()
@@ -252,31 +296,34 @@ def start_verbund(
     rootfs.mount(root)
     ports = _allocate_ports(rtp_ports)
     # a throwaway Verbund CA and site certificates at each start: no key is ever committed
-    certificates = pki.verbund_pki(directory / instance / "pki", INTERSITE_ADDRESSES)
-    redis = RedisSentinelSet(directory / instance / "redis")
+    certificates = pki.verbund_pki(directory / instance / "pki", {name: layout.intersite(name) for name in SITES})
+    redis = RedisSentinelSet(directory / instance / "redis", places=layout.redis_places())
     sites: dict[str, AsteriskSite] = {}
     try:
         redis.start()
         for name in SITES:
             partner = next(other for other in SITES if other != name)
             inner = f"/srv/verbund112/{instance}/{name}"
+            host = layout.host(name)
             values = asterisk_config.load_site(
                 name,
-                sip_bind_address=LOOPBACK,
+                sip_bind_address=host,
                 sip_port=ports[name].sip,
-                intersite_address=INTERSITE_ADDRESSES[name],
+                intersite_address=layout.intersite(name),
                 intersite_port=ports[name].intersite,
-                partner_host=INTERSITE_ADDRESSES[partner],
+                partner_host=layout.intersite(partner),
                 partner_tls_port=ports[partner].intersite,
                 intersite_cert_file=f"{inner}/keys/intersite.crt",
                 intersite_key_file=f"{inner}/keys/intersite.key",
                 intersite_ca_file=f"{inner}/keys/verbund-ca.crt",
-                carrier_match=[CARRIER_ADDRESS],
+                carrier_match=[layout.carrier],
                 desk_networks=[f"{LOOPBACK}/32"],  # the pyVoIP desks; other loopback addresses are refused
+                ami_bind_address=host,
+                ami_permit=[f"{host}/32"],
                 ami_port=ports[name].ami,
                 rtp_port_start=ports[name].rtp,
                 rtp_port_end=ports[name].rtp + rtp_ports - 1,
-                fastagi_url=f"agi://{LOOPBACK}:{ports[name].fastagi}",
+                fastagi_url=f"agi://{host}:{ports[name].fastagi}",
                 carrier_outbound_uri=f"sip:{CARRIER_ADDRESS}:{ports[name].neighbour}",
                 **(LAB_WAITS if waits is None else waits),
                 bench_desk_uri=f"sip:bench@{BENCH_DESK_ADDRESS}:{ports[name].neighbour + 1}" if bench else None,
@@ -286,7 +333,8 @@ def start_verbund(
                     run=f"{inner}/run", log=f"{inner}/log", cache=f"{inner}/cache",
                 ),
             )  # fmt: skip
-            site = AsteriskSite(root, instance, values, asterisk_config.SiteSecrets.generate(values))
+            site = AsteriskSite(root, instance, values, asterisk_config.SiteSecrets.generate(values),
+                                netns=layout.sites[name].netns)  # fmt: skip
             keys = site.host_dir / "keys"
             keys.mkdir(parents=True, exist_ok=True)
             mine = certificates[name]
@@ -316,6 +364,7 @@ def start_verbund(
         },
         rules_file=lab_rules(directory / instance / "rules"),
         certificates=certificates,
+        layout=layout,
     )  # fmt: skip
 
 
@@ -541,11 +590,11 @@ def pidf_ellipse(lat: float, lon: float, major_m: float, minor_m: float, orienta
     )
 
 
-def _free_carrier_port() -> int:
+def _free_carrier_port(address: str = CARRIER_ADDRESS) -> int:
     import socket
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((CARRIER_ADDRESS, 0))
+        sock.bind((address, 0))
         return int(sock.getsockname()[1])
 
 
@@ -615,7 +664,8 @@ def split_secrets(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, s
 def _ready(verbund: Verbund, name: str) -> bool:
     """/readyz says 200: AMI logged in, FastAGI listening, rules loaded."""
     try:
-        with urllib.request.urlopen(f"http://{LOOPBACK}:{verbund.ports[name].web}/readyz", timeout=1) as response:
+        url = f"http://{verbund.host(name)}:{verbund.ports[name].web}/readyz"
+        with urllib.request.urlopen(url, timeout=1) as response:
             return bool(response.status == 200)
     except (OSError, ValueError):
         return False
@@ -629,8 +679,8 @@ def _start_service(
     command, env = _service_launch(verbund, name, directory)
     with (directory / f"{name}-service.log").open("wb") as log_file:  # a new lab, a new log
         process = subprocess.Popen(
-            [python, *command[1:]], stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=checkout,
-            start_new_session=True,
+            verbund.layout.sites[name].command([python, *command[1:]]), stdout=log_file, stderr=subprocess.STDOUT,
+            env=env, cwd=checkout, start_new_session=True,
         )  # fmt: skip
     wait_until(lambda: _ready(verbund, name), 30, f"service {name}", process)
     return process
@@ -672,9 +722,11 @@ def start_supervised_service(
         stale.unlink(missing_ok=True)
     # abstract: no file to clean up, and no limit from the depth of the lab folder (108 bytes)
     notify_socket = f"@verbund112-{name}-{secrets.token_hex(8)}"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "lab.supervisor", "--events", str(events_file), "--socket", notify_socket,
-         "--log", str(log_file), "--watchdog", str(watchdog_s), "--", *command],
+    process = subprocess.Popen(  # in the site's namespace: the notify socket is abstract, so per namespace
+        verbund.layout.sites[name].command([
+            sys.executable, "-m", "lab.supervisor", "--events", str(events_file), "--socket", notify_socket,
+            "--log", str(log_file), "--watchdog", str(watchdog_s), "--", *command,
+        ]),
         env=env, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     service = SupervisedService(name, process, SupervisorEvents(events_file), log_file)

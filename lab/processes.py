@@ -35,6 +35,19 @@ class LabError(RuntimeError):
     pass
 
 
+@dataclass(frozen=True)
+class Place:
+    """Where a lab server runs: the address it listens on (and is reached by), and the network
+    namespace it runs in (None: the root namespace; lab/netns.py builds the others for drill 6)."""
+
+    host: str = LOOPBACK
+    netns: str | None = None
+
+    def command(self, args: list[str]) -> list[str]:
+        """``args`` run in this place's namespace (ip netns exec execs them: the pid stays theirs)."""
+        return ["ip", "netns", "exec", self.netns, *args] if self.netns else args
+
+
 def free_tcp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOOPBACK, 0))
@@ -244,17 +257,18 @@ class RedisNode:
     workdir: Path
     password: str
     port: int = 0
-    replica_of: int | None = None  # at the first start only: the master's port
+    replica_of: tuple[str, int] | None = None  # at the first start only: the master's host and port
     tls: SiteCertificate | None = None  # TLS only (port 0, tls-port, replication over TLS)
+    place: Place = field(default_factory=Place)
     pid: int = 0
     process: subprocess.Popen | None = None  # type: ignore[type-arg]
 
     @property
     def url(self) -> str:
-        return f"{'rediss' if self.tls else 'redis'}://:{self.password}@{LOOPBACK}:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://:{self.password}@{self.place.host}:{self.port}/0"
 
     def client(self, timeout: float = 1.0) -> redis.Redis:
-        return redis.Redis(host=LOOPBACK, port=self.port, password=self.password, socket_timeout=timeout,
+        return redis.Redis(host=self.place.host, port=self.port, password=self.password, socket_timeout=timeout,
                            socket_connect_timeout=timeout, **tls_client_options(self.tls))  # fmt: skip
 
     def start(self) -> None:
@@ -265,15 +279,19 @@ class RedisNode:
         config = self.workdir / "redis.conf"
         if not config.exists():
             lines = [
-                f"bind {LOOPBACK}", *tls_lines(self.tls, self.port), "protected-mode yes", 'save ""', "appendonly no",
-                "daemonize no", f"dir {self.workdir}", f"requirepass {self.password}", f"masterauth {self.password}",
+                f"bind {self.place.host}", *tls_lines(self.tls, self.port), "protected-mode yes", 'save ""',
+                "appendonly no", "daemonize no", f"dir {self.workdir}", f"requirepass {self.password}",
+                f"masterauth {self.password}",
             ]  # fmt: skip
             if self.replica_of:
-                lines.append(f"replicaof {LOOPBACK} {self.replica_of}")
+                lines.append("replicaof {} {}".format(*self.replica_of))
             _private_file(config, "\n".join(lines) + "\n")
         with (self.workdir / "redis.log").open("ab") as log_file:
             process = subprocess.Popen(
-                ["redis-server", str(config)], stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+                self.place.command(["redis-server", str(config)]),
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self.process = process
         self.pid = process.pid
@@ -319,27 +337,33 @@ class SentinelProcess:
     password: str  # the sentinels' own
     port: int = 0
     tls: SiteCertificate | None = None  # TLS only, to clients, the other sentinels and the nodes
+    place: Place = field(default_factory=Place)
     pid: int = 0
     process: subprocess.Popen | None = None  # type: ignore[type-arg]
 
     @property
     def address(self) -> str:
-        return f"{LOOPBACK}:{self.port}"
+        return f"{self.place.host}:{self.port}"
 
     def client(self, timeout: float = 1.0) -> redis.Redis:
-        return redis.Redis(host=LOOPBACK, port=self.port, password=self.password, socket_timeout=timeout,
+        return redis.Redis(host=self.place.host, port=self.port, password=self.password, socket_timeout=timeout,
                            socket_connect_timeout=timeout, decode_responses=True,
                            **tls_client_options(self.tls))  # fmt: skip
 
-    def start(self, master_port: int, node_password: str, down_after_ms: int, failover_timeout_ms: int) -> None:
+    def start(
+        self, master_port: int, node_password: str, down_after_ms: int, failover_timeout_ms: int,
+        master_host: str = LOOPBACK,
+    ) -> None:  # fmt: skip
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_tcp_port()
         config = self.workdir / "sentinel.conf"  # the sentinel rewrites it with what it learns
         if not config.exists():
             lines = [
-                f"bind {LOOPBACK}", *tls_lines(self.tls, self.port), "protected-mode yes", "daemonize no",
+                f"bind {self.place.host}", *tls_lines(self.tls, self.port), "protected-mode yes", "daemonize no",
                 f"dir {self.workdir}", f"requirepass {self.password}", f"sentinel sentinel-pass {self.password}",
-                f"sentinel monitor {REDIS_MASTER_NAME} {LOOPBACK} {master_port} 2",
+                # what the other sentinels reach it by (in a namespace of its own, lab/netns.py)
+                *([f"sentinel announce-ip {self.place.host}"] if self.place.netns else []),
+                f"sentinel monitor {REDIS_MASTER_NAME} {master_host} {master_port} 2",
                 f"sentinel auth-pass {REDIS_MASTER_NAME} {node_password}",
                 f"sentinel down-after-milliseconds {REDIS_MASTER_NAME} {down_after_ms}",
                 f"sentinel failover-timeout {REDIS_MASTER_NAME} {failover_timeout_ms}",
@@ -348,7 +372,10 @@ class SentinelProcess:
             _private_file(config, "\n".join(lines) + "\n")
         with (self.workdir / "sentinel.log").open("ab") as log_file:
             process = subprocess.Popen(
-                [*_sentinel_program(), str(config)], stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+                self.place.command([*_sentinel_program(), str(config)]),
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self.process = process
         self.pid = process.pid
@@ -397,6 +424,7 @@ class RedisSentinelSet:
     down_after_ms: int = 1000  # a dead master is noticed this soon...
     failover_timeout_ms: int = 5000  # ...and a failover that got stuck is tried again after this
     tls: dict[str, SiteCertificate] | None = None
+    places: dict[str, Place] = field(default_factory=dict)  # by node and sentinel name; default: loopback
     password: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     sentinel_password: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     nodes: dict[str, RedisNode] = field(default_factory=dict)
@@ -413,23 +441,29 @@ class RedisSentinelSet:
     def start(self) -> None:
         first, second = REDIS_NODES
         try:
-            master = RedisNode(first, self.workdir / f"redis-{first}", self.password, tls=self._tls(f"redis-{first}"))
+            master = RedisNode(first, self.workdir / f"redis-{first}", self.password, tls=self._tls(f"redis-{first}"),
+                               place=self._place(first))  # fmt: skip
             self.nodes[first] = master
             master.start()
-            replica = RedisNode(second, self.workdir / f"redis-{second}", self.password, replica_of=master.port,
-                                tls=self._tls(f"redis-{second}"))  # fmt: skip
+            replica = RedisNode(second, self.workdir / f"redis-{second}", self.password,
+                                replica_of=(master.place.host, master.port), tls=self._tls(f"redis-{second}"),
+                                place=self._place(second))  # fmt: skip
             self.nodes[second] = replica
             replica.start()
             wait_until(lambda: replica.role() == "slave", 15, f"redis {second} replicating")
             for name in SENTINELS:
                 sentinel = SentinelProcess(name, self.workdir / f"sentinel-{name}", self.sentinel_password,
-                                           tls=self._tls(f"sentinel-{name}"))  # fmt: skip
+                                           tls=self._tls(f"sentinel-{name}"), place=self._place(name))  # fmt: skip
                 self.sentinels[name] = sentinel
-                sentinel.start(master.port, self.password, self.down_after_ms, self.failover_timeout_ms)
+                sentinel.start(master.port, self.password, self.down_after_ms, self.failover_timeout_ms,
+                               master.place.host)  # fmt: skip
             wait_until(self._sentinels_agree, 20, "sentinels seeing each other and the replica")
         except BaseException:
             self.stop()
             raise
+
+    def _place(self, name: str) -> Place:
+        return self.places.get(name, Place())
 
     def _tls(self, holder: str) -> SiteCertificate | None:
         return None if self.tls is None else self.tls[holder]
@@ -448,8 +482,8 @@ class RedisSentinelSet:
         for sentinel in self.sentinels.values():
             state = sentinel.master_state() if sentinel.pid else None
             if state is not None:
-                port = int(state["port"])
-                name = next((n for n, node in self.nodes.items() if node.port == port), "?")
+                at = (state["ip"], int(state["port"]))
+                name = next((n for n, node in self.nodes.items() if (node.place.host, node.port) == at), "?")
                 votes[name] = votes.get(name, 0) + 1
         best = max(votes.items(), key=lambda vote: vote[1], default=None)
         return best[0] if best is not None and best[1] >= 2 else None
@@ -537,6 +571,7 @@ class AsteriskSite:
     secrets: asterisk_config.SiteSecrets
     pid: int = 0
     process: subprocess.Popen | None = None  # type: ignore[type-arg]
+    netns: str | None = None  # its network namespace (drill 6, lab/netns.py); None: the root one
 
     @property
     def inner_dir(self) -> str:
@@ -565,8 +600,8 @@ class AsteriskSite:
         conf = f"{self.inner_dir}/etc/asterisk.conf"
         with (self.host_dir / "console.log").open("ab") as console:
             process = subprocess.Popen(
-                ["chroot", str(self.root), "/usr/sbin/asterisk", "-C", conf, "-f", "-n",
-                 "-U", "asterisk", "-G", "asterisk"],
+                Place(netns=self.netns).command(["chroot", str(self.root), "/usr/sbin/asterisk", "-C", conf, "-f",
+                                                 "-n", "-U", "asterisk", "-G", "asterisk"]),
                 stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         self.process = process
@@ -582,7 +617,7 @@ class AsteriskSite:
             booted = "fully booted" in self.cli("core waitfullybooted", timeout=5)
         except subprocess.TimeoutExpired:
             return False
-        return booted and tcp_accepts(self.values.ami_port)
+        return booted and tcp_accepts(self.values.ami_port, self.values.ami_bind_address)
 
     def cli(self, command: str, timeout: float = 10.0) -> str:
         """An Asterisk CLI command over the control socket."""

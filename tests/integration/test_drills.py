@@ -17,9 +17,13 @@ LOAD = drill.SIZES["ci"]
 _results: dict[str, drill.Result] = {}
 
 
+def drill_named(name: str) -> drill.Drill:
+    return next(d for d in drill.DRILLS if d.name == name)
+
+
 async def result_of(name: str) -> drill.Result:
     if name not in _results:
-        _results[name] = await drill.run_drill(next(d for d in drill.DRILLS if d.name == name), LOAD)
+        _results[name] = await drill.run_drill(drill_named(name), drill_named(name).sizes["ci"])
         print(f"\n{drill.table([_results[name]])}")  # the timings go into the report, never into an assertion
     return _results[name]
 
@@ -27,7 +31,7 @@ async def result_of(name: str) -> drill.Result:
 def assert_every_call_reached_a_human_or_the_callback_list(result: drill.Result) -> None:
     call_misses = [miss for miss in result.misses if "card" not in miss]
     assert call_misses == []
-    assert result.calls == 2 * LOAD.calls_per_site
+    assert result.calls == 2 * drill_named(result.drill).sizes["ci"].calls_per_site
     assert result.answered + result.abandoned == result.calls  # every call one or the other, exactly once
     assert result.abandoned_listed == result.abandoned > 0
     assert result.aml_kept == result.aml_accepted > 0
@@ -100,3 +104,28 @@ async def test_drill5_gera_lost_jena_takes_every_call() -> None:
 
 async def test_drill5_gera_lost_every_answered_call_gets_its_card() -> None:
     assert_every_answered_call_got_its_card(await result_of("5-gera-lost"))
+
+
+async def test_drill6_link_cut_each_site_answers_its_calls_and_the_split_is_shown() -> None:
+    result = await result_of("6-link-cut")
+    seen = result.observed
+    assert seen["link_silent"]  # the cut is a cut: Gera's namespace no longer reaches Jena's Redis
+    # both supervisors see the partner gone (status and verbund112_partner_up)
+    for site in ("jena", "gera"):
+        assert seen[f"{site}_at_cut"]["partner_up"] == 0
+        assert seen[f"{site}_at_cut"]["partner_reporting"] is False
+    # no split brain: the witness sides with the master's site, Gera's replica is never promoted
+    assert seen["redis_during_cut"]["masters_at_once"] == ["1"]
+    assert seen["redis_during_cut"]["sentinels_name"] == ["jena"]
+    assert (seen["jena_at_cut"]["store_degraded"], seen["gera_at_cut"]["store_degraded"]) == (False, True)
+    assert_every_call_reached_a_human_or_the_callback_list(result)
+    assert result.redialled == 0  # each site answered its own calls: the carrier never had to redial
+
+
+async def test_drill6_link_cut_calls_on_the_trunk_reach_a_desk_and_nothing_is_moved_twice() -> None:
+    result = await result_of("6-link-cut")
+    on_trunk = result.observed["on_trunk_at_cut"]
+    assert on_trunk  # the cut came while calls were handed over the trunk
+    assert [what for what in on_trunk.values() if "answered, card at" not in what and "abandoned" not in what] == []
+    assert result.observed["moves"] > 0  # the overflow moved calls, before the cut or after the link returned
+    assert_every_answered_call_got_its_card(result)  # misses include a call moved twice or carded at both sites
