@@ -8,6 +8,7 @@ are in tests/integration.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -69,10 +70,20 @@ def client_for(stand_in: StandInAsterisk, received: asyncio.Queue | None = None)
     return AmiClient(settings, "jena", on_event=(received.put_nowait if received is not None else lambda _: None))
 
 
-async def test_a_silent_connection_is_dropped_and_rebuilt_by_the_watchdog(asterisk: StandInAsterisk) -> None:
-    client = client_for(asterisk)
+@contextlib.asynccontextmanager
+async def running(client: AmiClient) -> AsyncIterator[AmiClient]:
+    """The client's connection loop for the length of the block, cancelled however it ends."""
     runner = asyncio.create_task(client.run())
     try:
+        yield client
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+
+
+async def test_a_silent_connection_is_dropped_and_rebuilt_by_the_watchdog(asterisk: StandInAsterisk) -> None:
+    client = client_for(asterisk)
+    async with running(client):
         async with asyncio.timeout(5):
             await client.connected.wait()
             asterisk.answer_pings = False  # half-open: nothing comes back any more
@@ -80,22 +91,15 @@ async def test_a_silent_connection_is_dropped_and_rebuilt_by_the_watchdog(asteri
             asterisk.answer_pings = True
             await client.connected.wait()
         assert client.connections == 2
-    finally:
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
 
 
 async def test_an_unanswered_action_times_out_instead_of_hanging(asterisk: StandInAsterisk) -> None:
     client = client_for(asterisk)
-    runner = asyncio.create_task(client.run())
-    try:
+    async with running(client):
         async with asyncio.timeout(5):
             await client.connected.wait()
         with pytest.raises(AmiTimeout):
             await client.action({"Action": "QueueStatus"})
-    finally:
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
 
 
 async def test_actions_fail_at_once_when_not_connected(asterisk: StandInAsterisk) -> None:
@@ -107,22 +111,17 @@ async def test_actions_fail_at_once_when_not_connected(asterisk: StandInAsterisk
 async def test_a_refused_login_is_retried_with_backoff(asterisk: StandInAsterisk) -> None:
     asterisk.accept_login = False
     client = client_for(asterisk)
-    runner = asyncio.create_task(client.run())
-    try:
+    async with running(client):
         async with asyncio.timeout(5):
             for _ in range(3):
                 await asterisk.logins.get()
         assert not client.connected.is_set()
-    finally:
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
 
 
 async def test_malformed_events_do_not_stop_the_reader(asterisk: StandInAsterisk) -> None:
     received: asyncio.Queue = asyncio.Queue()
     client = client_for(asterisk, received)
-    runner = asyncio.create_task(client.run())
-    try:
+    async with running(client):
         async with asyncio.timeout(5):
             await client.connected.wait()
             asterisk.push_event("Event: AgentConnect\r\nGarbage line without colon\r\n\r\n")
@@ -132,9 +131,6 @@ async def test_malformed_events_do_not_stop_the_reader(asterisk: StandInAsterisk
         assert first == events.ChannelHungUp("jena", "jena-1.1", "jena-1.1", "jena-1.1", "", 0)
         assert received.empty()
         assert client.connected.is_set()
-    finally:
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
 
 
 AGENT_CONNECT = (
@@ -171,8 +167,7 @@ async def test_events_cut_anywhere_by_tcp_arrive_typed_and_shutdown_drops_the_co
 ) -> None:
     received: asyncio.Queue = asyncio.Queue()
     client = client_for(asterisk, received)
-    runner = asyncio.create_task(client.run())
-    try:
+    async with running(client):
         async with asyncio.timeout(5):
             await client.connected.wait()
             text = AGENT_CONNECT + "\r\n\r\n"
@@ -187,6 +182,3 @@ async def test_events_cut_anywhere_by_tcp_arrive_typed_and_shutdown_drops_the_co
             assert isinstance(state, events.DispatcherStateChanged)  # an ActionID no action awaits: an event still
             asterisk.push_event("Event: Shutdown\r\nShutdown: Uncleanly\r\nRestart: True\r\n\r\n")
             await client.disconnected.wait()
-    finally:
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
